@@ -1,0 +1,394 @@
+//! Publisher confirms: what a publish turned into, and the ledger that tracks unconfirmed
+//! publishes by delivery tag.
+//!
+//! After `confirm.select`, RabbitMQ numbers every publish on the channel from 1 and answers each
+//! with `basic.ack` or `basic.nack`, possibly several at once (`multiple`), possibly out of order.
+//! A mandatory publish that no queue took comes back as `basic.return` first, then is acked.
+//! When the channel or connection goes away, every publish not yet answered resolves to an
+//! error: warren never reports a publish as confirmed that the broker did not confirm.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::error::{Error, Result};
+use crate::message::ReturnedMessage;
+use crate::wire::ShortString;
+
+/// The outcome of one publish.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Confirmation {
+    /// The broker took responsibility for the message (`basic.ack`): it is in every queue it
+    /// was routed to (on disk, for persistent messages in durable queues), or it was routed
+    /// nowhere and not mandatory.
+    Ack,
+    /// The broker could not take the message (`basic.nack`, an internal error). Publish it again.
+    Nack,
+    /// The message was mandatory and no queue took it: the broker returned it (`basic.return`)
+    /// before acknowledging it. The returned message says why.
+    Returned(Box<ReturnedMessage>),
+    /// The channel is not in confirm mode, so the broker sends no confirmation; the message
+    /// was handed to the connection for sending.
+    NotRequested,
+}
+
+impl Confirmation {
+    /// Whether the broker acknowledged the message and routed it to at least one queue
+    /// (`Ack`).
+    pub fn is_ack(&self) -> bool {
+        matches!(self, Self::Ack)
+    }
+}
+
+/// A publish in flight: await it for its [`Confirmation`].
+///
+/// Awaiting is optional; dropping it does not cancel the publish. It resolves to an error if
+/// the publish could not be sent (the channel closed first, or the headers do not fit in a
+/// frame), or if the channel or connection closed before the broker confirmed it: such a
+/// message may or may not have reached a queue.
+#[must_use = "a publish may fail: await the confirmation to learn whether it was delivered"]
+#[derive(Debug)]
+pub struct PublishConfirm {
+    receiver: oneshot::Receiver<Result<Confirmation>>,
+    /// The error to give if the driver vanished without answering.
+    lost: Option<Error>,
+}
+
+impl PublishConfirm {
+    pub(crate) fn new(receiver: oneshot::Receiver<Result<Confirmation>>, lost: Error) -> Self {
+        Self {
+            receiver,
+            lost: Some(lost),
+        }
+    }
+}
+
+impl Future for PublishConfirm {
+    type Output = Result<Confirmation>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.receiver).poll(cx) {
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(self.lost.take().unwrap_or(
+                Error::InvalidState("publish confirmation polled after completion"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// How many publishes settled without an ack since the previous
+/// [`Channel::wait_for_confirms`](crate::Channel::wait_for_confirms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConfirmSummary {
+    /// Publishes the broker nacked.
+    pub nacked: u64,
+    /// Mandatory publishes the broker returned as unroutable.
+    pub returned: u64,
+}
+
+impl ConfirmSummary {
+    /// Whether every publish was acked and routed.
+    pub fn all_acked(&self) -> bool {
+        self.nacked == 0 && self.returned == 0
+    }
+}
+
+/// One publish the broker has not answered yet.
+#[derive(Debug)]
+pub(crate) struct Unconfirmed {
+    pub reply: oneshot::Sender<Result<Confirmation>>,
+    pub exchange: ShortString,
+    pub routing_key: ShortString,
+    pub mandatory: bool,
+    /// A returned message matched to this publish, given with its ack.
+    pub returned: Option<Box<ReturnedMessage>>,
+    /// Releases a place in the channel's in-flight limit when dropped.
+    pub _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A caller of `wait_for_confirms`, waiting until every tag up to `up_to` is settled.
+#[derive(Debug)]
+struct Waiter {
+    up_to: u64,
+    reply: oneshot::Sender<Result<ConfirmSummary>>,
+}
+
+/// The driver's record of a confirm-mode channel's unconfirmed publishes.
+///
+/// Tags are consecutive, so the ledger is a deque indexed by `tag - first_tag`, with settled
+/// entries left as `None` until the front is settled: every operation is O(1) per publish.
+#[derive(Debug)]
+pub(crate) struct ConfirmLedger {
+    /// Tag of `pending[0]`.
+    first_tag: u64,
+    pending: VecDeque<Option<Unconfirmed>>,
+    /// Number of `Some` entries in `pending`.
+    unsettled: usize,
+    /// Returns received since the last ack, waiting to be matched to the publish the ack covers.
+    returns: Vec<ReturnedMessage>,
+    waiters: Vec<Waiter>,
+    summary: ConfirmSummary,
+}
+
+impl ConfirmLedger {
+    pub(crate) fn new() -> Self {
+        Self {
+            first_tag: 1,
+            pending: VecDeque::new(),
+            unsettled: 0,
+            returns: Vec::new(),
+            waiters: Vec::new(),
+            summary: ConfirmSummary::default(),
+        }
+    }
+
+    /// The tag the next publish gets.
+    pub(crate) fn next_tag(&self) -> u64 {
+        self.first_tag + self.pending.len() as u64
+    }
+
+    /// Records a publish; returns its delivery tag.
+    pub(crate) fn push(&mut self, publish: Unconfirmed) -> u64 {
+        let tag = self.next_tag();
+        self.pending.push_back(Some(publish));
+        self.unsettled += 1;
+        tag
+    }
+
+    /// Number of publishes not yet confirmed.
+    #[cfg(test)]
+    pub(crate) fn unsettled(&self) -> usize {
+        self.unsettled
+    }
+
+    /// Keeps a `basic.return` until the ack that follows it names its publish.
+    pub(crate) fn returned(&mut self, message: ReturnedMessage) {
+        self.returns.push(message);
+    }
+
+    /// Settles `tag` (and every earlier tag if `multiple`) with an ack or a nack.
+    /// A multiple ack with tag 0 settles everything outstanding.
+    pub(crate) fn settle(&mut self, tag: u64, multiple: bool, ack: bool) {
+        let newest = self.next_tag().saturating_sub(1);
+        let last = if multiple && tag == 0 {
+            newest
+        } else {
+            tag.min(newest)
+        };
+        self.attach_returns(last, multiple);
+        let first = if multiple { self.first_tag } else { tag };
+        for t in first..=last {
+            let Some(index) = t.checked_sub(self.first_tag) else {
+                continue;
+            };
+            let Some(entry) = self.pending.get_mut(index as usize).and_then(Option::take) else {
+                continue;
+            };
+            self.unsettled -= 1;
+            let outcome = match (ack, entry.returned) {
+                (_, Some(message)) => {
+                    self.summary.returned += 1;
+                    Confirmation::Returned(message)
+                }
+                (true, None) => Confirmation::Ack,
+                (false, None) => {
+                    self.summary.nacked += 1;
+                    Confirmation::Nack
+                }
+            };
+            let _ = entry.reply.send(Ok(outcome));
+        }
+        while let Some(None) = self.pending.front() {
+            self.pending.pop_front();
+            self.first_tag += 1;
+        }
+        self.wake_waiters();
+    }
+
+    /// Matches returns received since the previous ack to the publishes this ack covers.
+    ///
+    /// RabbitMQ handles a channel's publishes one at a time: an unroutable mandatory publish is
+    /// returned and then confirmed at the end of handling that same publish, so the ack that
+    /// follows a return always covers it, with the returned publish as its highest tag. Each
+    /// return goes to the newest covered publish with the same exchange and routing key.
+    fn attach_returns(&mut self, last: u64, multiple: bool) {
+        let returns = std::mem::take(&mut self.returns);
+        let first = if multiple { self.first_tag } else { last };
+        let mut unmatched = Vec::new();
+        for message in returns.into_iter().rev() {
+            let matching = (first..=last).rev().find_map(|t| {
+                let index = t.checked_sub(self.first_tag)? as usize;
+                match self.pending.get(index) {
+                    Some(Some(entry))
+                        if entry.mandatory
+                            && entry.returned.is_none()
+                            && entry.exchange == message.exchange
+                            && entry.routing_key == message.routing_key =>
+                    {
+                        Some(index)
+                    }
+                    _ => None,
+                }
+            });
+            match matching.and_then(|index| self.pending.get_mut(index)?.as_mut()) {
+                Some(entry) => entry.returned = Some(Box::new(message)),
+                None => unmatched.push(message),
+            }
+        }
+        if !unmatched.is_empty() {
+            tracing::debug!(
+                count = unmatched.len(),
+                "returned messages matched no confirmed publish; they reach only the returns stream"
+            );
+        }
+    }
+
+    /// Registers a caller waiting for every publish so far.
+    pub(crate) fn wait(&mut self, reply: oneshot::Sender<Result<ConfirmSummary>>) {
+        let up_to = self.next_tag() - 1;
+        self.waiters.push(Waiter { up_to, reply });
+        self.wake_waiters();
+    }
+
+    fn wake_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        // Every tag below the first pending one is settled.
+        let settled_below = self.first_tag;
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].up_to < settled_below {
+                let waiter = self.waiters.swap_remove(i);
+                let _ = waiter.reply.send(Ok(std::mem::take(&mut self.summary)));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Fails every unconfirmed publish and waiter with `error` (the channel or connection closed).
+    pub(crate) fn fail(&mut self, error: &Error) {
+        for entry in self.pending.drain(..).flatten() {
+            let _ = entry.reply.send(Err(error.clone()));
+        }
+        self.unsettled = 0;
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.reply.send(Err(error.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Close, Initiator};
+    use crate::protocol::{BasicProperties, ReplyCode};
+    use bytes::Bytes;
+
+    fn publish(
+        ledger: &mut ConfirmLedger,
+        key: &'static str,
+    ) -> oneshot::Receiver<Result<Confirmation>> {
+        let (reply, receiver) = oneshot::channel();
+        ledger.push(Unconfirmed {
+            reply,
+            exchange: ShortString::from_static("x"),
+            routing_key: ShortString::from_static(key),
+            mandatory: true,
+            returned: None,
+            _permit: None,
+        });
+        receiver
+    }
+
+    fn returned(key: &'static str) -> ReturnedMessage {
+        ReturnedMessage {
+            reply_code: ReplyCode::NO_ROUTE,
+            reply_text: ShortString::from_static("NO_ROUTE"),
+            exchange: ShortString::from_static("x"),
+            routing_key: ShortString::from_static(key),
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(b"body"),
+        }
+    }
+
+    fn outcome(mut rx: oneshot::Receiver<Result<Confirmation>>) -> Option<Result<Confirmation>> {
+        rx.try_recv().ok()
+    }
+
+    #[test]
+    fn acks_nacks_and_multiple_settle_the_right_tags() {
+        let mut ledger = ConfirmLedger::new();
+        let rx: Vec<_> = (0..5).map(|_| publish(&mut ledger, "k")).collect();
+        let mut rx = rx.into_iter();
+        ledger.settle(2, false, false);
+        ledger.settle(3, true, true);
+        assert_eq!(ledger.unsettled(), 2);
+        let results: Vec<_> = rx.by_ref().take(3).map(outcome).collect();
+        assert_eq!(results[0], Some(Ok(Confirmation::Ack)));
+        assert_eq!(results[1], Some(Ok(Confirmation::Nack)));
+        assert_eq!(results[2], Some(Ok(Confirmation::Ack)));
+        assert_eq!(ledger.next_tag(), 6);
+        let error = Error::ChannelClosed {
+            channel: 1,
+            close: Close::normal(Initiator::Client),
+        };
+        ledger.fail(&error);
+        for rx in rx {
+            assert!(matches!(
+                outcome(rx),
+                Some(Err(Error::ChannelClosed { .. }))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_return_attaches_to_the_publish_its_ack_covers() {
+        let mut ledger = ConfirmLedger::new();
+        let first = publish(&mut ledger, "routed");
+        let second = publish(&mut ledger, "unroutable");
+        ledger.returned(returned("unroutable"));
+        ledger.settle(2, true, true);
+        assert_eq!(outcome(first), Some(Ok(Confirmation::Ack)));
+        match outcome(second) {
+            Some(Ok(Confirmation::Returned(message))) => {
+                assert_eq!(message.routing_key, "unroutable")
+            }
+            other => panic!("expected a returned confirmation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn waiters_complete_when_everything_before_them_settles() {
+        let mut ledger = ConfirmLedger::new();
+        let _a = publish(&mut ledger, "k");
+        let _b = publish(&mut ledger, "k");
+        let (tx, mut rx) = oneshot::channel();
+        ledger.wait(tx);
+        let _c = publish(&mut ledger, "k");
+        ledger.settle(1, false, false);
+        assert!(rx.try_recv().is_err(), "tag 2 is still pending");
+        ledger.settle(2, false, true);
+        assert_eq!(
+            rx.try_recv().unwrap().unwrap(),
+            ConfirmSummary {
+                nacked: 1,
+                returned: 0
+            }
+        );
+    }
+
+    #[test]
+    fn waiting_with_nothing_pending_completes_at_once() {
+        let mut ledger = ConfirmLedger::new();
+        let (tx, mut rx) = oneshot::channel();
+        ledger.wait(tx);
+        assert!(rx.try_recv().unwrap().unwrap().all_acked());
+    }
+}

@@ -1,0 +1,96 @@
+//! What handles ask of the driver, and how the driver answers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use crate::channel::ChannelShared;
+use crate::confirms::{ConfirmSummary, Confirmation};
+use crate::consumer::{ConsumerEvent, ConsumerShared};
+use crate::error::Result;
+use crate::frame::ContentHeader;
+use crate::protocol::{BasicProperties, BasicPublish, Method};
+use crate::wire::{MethodId, ShortString};
+
+/// A request from a handle to the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Open a channel on the lowest free number.
+    OpenChannel {
+        reply: oneshot::Sender<Result<Arc<ChannelShared>>>,
+    },
+    /// Send a synchronous method and deliver its reply.
+    Rpc(Rpc),
+    /// Send an asynchronous method (no reply expected).
+    Send { channel: u16, method: Method },
+    /// Publish a message.
+    Publish(Publish),
+    /// Wait until every publish so far on a confirm-mode channel is settled.
+    WaitForConfirms {
+        channel: u16,
+        reply: oneshot::Sender<Result<ConfirmSummary>>,
+    },
+    /// Close a channel (`reply` is `None` when its last handle was dropped).
+    CloseChannel {
+        channel: u16,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+    /// A consumer's stream was dropped: cancel it on the broker and requeue what still arrives.
+    ForgetConsumer {
+        channel: u16,
+        consumer_tag: ShortString,
+    },
+    /// Close the connection.
+    CloseConnection {
+        code: u16,
+        text: String,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+}
+
+/// A synchronous method waiting for its reply.
+#[derive(Debug)]
+pub(crate) struct Rpc {
+    pub channel: u16,
+    pub method: Method,
+    /// The methods that answer it.
+    pub replies: &'static [MethodId],
+    /// Bookkeeping the driver does when the reply arrives.
+    pub on_reply: OnReply,
+    pub reply: oneshot::Sender<Result<RpcReply>>,
+}
+
+/// The answer to an [`Rpc`].
+#[derive(Debug)]
+pub(crate) struct RpcReply {
+    pub method: Method,
+    /// Content that followed the reply (`basic.get-ok`).
+    pub content: Option<(ContentHeader, Bytes)>,
+}
+
+/// What the driver does when an RPC's reply arrives, besides handing it to the caller.
+#[derive(Debug, Default)]
+pub(crate) enum OnReply {
+    /// Nothing more.
+    #[default]
+    Nothing,
+    /// `basic.consume-ok`: route the consumer's deliveries to this stream.
+    RegisterConsumer {
+        events: mpsc::Sender<ConsumerEvent>,
+        shared: Arc<ConsumerShared>,
+        no_ack: bool,
+    },
+}
+
+/// A message to publish.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub channel: u16,
+    pub method: BasicPublish,
+    pub properties: BasicProperties,
+    pub body: Bytes,
+    pub reply: oneshot::Sender<Result<Confirmation>>,
+    /// A place in the channel's in-flight limit, held until the broker confirms.
+    pub permit: Option<OwnedSemaphorePermit>,
+}

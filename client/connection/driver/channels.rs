@@ -1,0 +1,178 @@
+//! The driver's per-channel protocol state, and the table that numbers channels.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::channel::ChannelShared;
+use crate::confirms::ConfirmLedger;
+use crate::connection::command::{OnReply, RpcReply};
+use crate::consumer::{ConsumerEvent, ConsumerShared};
+use crate::error::{Error, Result};
+use crate::frame::ContentAssembler;
+use crate::protocol::{BasicDeliver, BasicGetOk, BasicReturn, Method};
+use crate::wire::{MethodId, ShortString};
+
+/// A content-carrying method waiting for its header and body.
+#[derive(Debug)]
+pub(super) enum ContentMethod {
+    Deliver(BasicDeliver),
+    GetOk(BasicGetOk),
+    Return(BasicReturn),
+}
+
+/// A request sent on a channel whose reply has not arrived.
+#[derive(Debug)]
+pub(super) struct PendingRpc {
+    /// The request, kept for the bookkeeping its reply triggers (topology, prefetch).
+    pub request: Method,
+    pub replies: &'static [MethodId],
+    pub on_reply: OnReply,
+    /// `None` for requests the driver sent on its own behalf.
+    pub reply: Option<oneshot::Sender<Result<RpcReply>>>,
+}
+
+impl PendingRpc {
+    pub(super) fn fail(self, error: &Error) {
+        if let Some(reply) = self.reply {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// Where a consumer's deliveries go.
+#[derive(Debug)]
+pub(super) struct ConsumerSlot {
+    pub events: mpsc::Sender<ConsumerEvent>,
+    pub shared: Arc<ConsumerShared>,
+    pub no_ack: bool,
+}
+
+impl ConsumerSlot {
+    /// Ends the consumer's stream, with `reason` as its last item (`None`: it just ends).
+    pub(super) fn end(self, reason: Option<Error>) {
+        if let Some(reason) = reason {
+            self.shared.set_end(reason);
+        }
+        // Dropping `events` closes the stream once it has drained.
+    }
+}
+
+/// Where a channel is in its life.
+#[derive(Debug)]
+pub(super) enum Phase {
+    /// `channel.open` sent; the caller waits for the handle.
+    Opening(Option<oneshot::Sender<Result<Arc<ChannelShared>>>>),
+    Open,
+    /// `channel.close` sent; these callers wait for `close-ok`.
+    Closing(Vec<oneshot::Sender<Result<()>>>),
+}
+
+/// The driver's state of one channel.
+#[derive(Debug)]
+pub(super) struct ChannelState {
+    pub shared: Arc<ChannelShared>,
+    pub phase: Phase,
+    pub rpcs: VecDeque<PendingRpc>,
+    pub content: ContentAssembler<ContentMethod>,
+    pub consumers: HashMap<ShortString, ConsumerSlot>,
+    /// Consumers whose streams were dropped: their late deliveries are requeued.
+    /// The value says whether the consumer was `no_ack` (then there is nothing to requeue).
+    pub forgotten: HashMap<ShortString, bool>,
+    pub ledger: Option<ConfirmLedger>,
+}
+
+impl ChannelState {
+    pub(super) fn new(
+        id: u16,
+        max_body_size: u64,
+        reply: oneshot::Sender<Result<Arc<ChannelShared>>>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(ChannelShared::new(id)),
+            phase: Phase::Opening(Some(reply)),
+            rpcs: VecDeque::new(),
+            content: ContentAssembler::new(max_body_size),
+            consumers: HashMap::new(),
+            forgotten: HashMap::new(),
+            ledger: None,
+        }
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// Fails everything waiting on the channel with `error` and marks its handles closed.
+    pub(super) fn fail(&mut self, error: &Error) {
+        self.shared.set_closed(error.clone());
+        for rpc in self.rpcs.drain(..) {
+            rpc.fail(error);
+        }
+        if let Some(ledger) = &mut self.ledger {
+            ledger.fail(error);
+        }
+        for (_, consumer) in self.consumers.drain() {
+            consumer.end(Some(error.clone()));
+        }
+        self.content.reset();
+        match std::mem::replace(&mut self.phase, Phase::Closing(Vec::new())) {
+            Phase::Opening(Some(reply)) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Phase::Closing(replies) => {
+                // The close these callers asked for happened, one way or another.
+                for reply in replies {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Phase::Opening(None) | Phase::Open => {}
+        }
+    }
+}
+
+/// Channels by number, with the lowest free number handed out first.
+#[derive(Debug)]
+pub(super) struct ChannelTable {
+    slots: Vec<Option<Box<ChannelState>>>,
+    channel_max: u16,
+}
+
+impl ChannelTable {
+    pub(super) fn new(channel_max: u16) -> Self {
+        Self {
+            slots: Vec::new(),
+            channel_max,
+        }
+    }
+
+    /// The lowest channel number not in use, or `None` if all up to channel_max are.
+    pub(super) fn free_id(&self) -> Option<u16> {
+        let in_use = |id: usize| self.slots.get(id).is_some_and(Option::is_some);
+        (1..=usize::from(self.channel_max))
+            .find(|&id| !in_use(id))
+            .map(|id| id as u16)
+    }
+
+    pub(super) fn insert(&mut self, id: u16, state: ChannelState) {
+        let index = usize::from(id);
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        self.slots[index] = Some(Box::new(state));
+    }
+
+    pub(super) fn get_mut(&mut self, id: u16) -> Option<&mut ChannelState> {
+        self.slots.get_mut(usize::from(id))?.as_deref_mut()
+    }
+
+    /// Frees a channel number for reuse.
+    pub(super) fn remove(&mut self, id: u16) -> Option<Box<ChannelState>> {
+        self.slots.get_mut(usize::from(id))?.take()
+    }
+
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = Box<ChannelState>> + '_ {
+        self.slots.drain(..).flatten()
+    }
+}

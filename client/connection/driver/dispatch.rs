@@ -1,0 +1,524 @@
+//! Routing incoming frames: replies to callers, content to consumers and publishers, closes and
+//! flow control to everyone concerned.
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::PollSender;
+use tracing::{debug, trace, warn};
+
+use super::channels::{ChannelState, ConsumerSlot, ContentMethod, PendingRpc, Phase};
+use super::{Driver, Stalled, State};
+use crate::channel::ExchangeKind;
+use crate::connection::ConnectionEvent;
+use crate::connection::command::{OnReply, RpcReply};
+use crate::consumer::RawDelivery;
+use crate::error::{Close, Error, Initiator, Result};
+use crate::frame::{Content, ContentHeader, Frame};
+use crate::message::ReturnedMessage;
+use crate::protocol::{
+    BasicCancelOk, BasicProperties, ChannelCloseOk, ChannelFlowOk, ConnectionCloseOk, Method,
+};
+use crate::topology::{
+    BindingDestination, RecordedBinding, RecordedConsumer, RecordedExchange, RecordedQueue,
+};
+use crate::wire::{ContentProperties, DecodeError, Reader, ShortString};
+
+impl Driver {
+    /// Routes one incoming frame. An `Err` ends the connection.
+    pub(super) fn dispatch(&mut self, frame: Frame) -> Result<()> {
+        if let State::Closing {
+            awaiting_close_ok, ..
+        } = &self.state
+        {
+            // After sending connection.close, everything but close and close-ok is discarded.
+            let awaiting = *awaiting_close_ok;
+            if let Frame::Method { channel: 0, method } = frame {
+                match method {
+                    Method::ConnectionCloseOk(_) if awaiting => self.finish_close(Ok(())),
+                    Method::ConnectionClose(_) => {
+                        let _ = self.write_method(0, &ConnectionCloseOk {}.into());
+                        if let State::Closing {
+                            awaiting_close_ok, ..
+                        } = &mut self.state
+                        {
+                            *awaiting_close_ok = false;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        match frame {
+            Frame::Heartbeat => {
+                trace!("heartbeat received");
+                Ok(())
+            }
+            Frame::Method { channel: 0, method } => self.connection_method(method),
+            Frame::Method { channel, method } => self.channel_method(channel, method),
+            Frame::Header { channel, header } => {
+                let state = self.open_state(channel, "content header")?;
+                match state.content.header(header)? {
+                    Some(content) => self.content(channel, content),
+                    None => Ok(()),
+                }
+            }
+            Frame::Body { channel, payload } => {
+                let state = self.open_state(channel, "content body")?;
+                match state.content.body(payload)? {
+                    Some(content) => self.content(channel, content),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The state of a channel the broker may send frames on (open, opening or closing).
+    fn open_state(&mut self, channel: u16, frame: &'static str) -> Result<&mut ChannelState> {
+        self.channels
+            .get_mut(channel)
+            .ok_or(Error::Protocol(DecodeError::WrongChannel {
+                frame,
+                channel,
+            }))
+    }
+
+    fn connection_method(&mut self, method: Method) -> Result<()> {
+        trace!(method = method.name(), "received on channel 0");
+        match method {
+            Method::ConnectionClose(close) => {
+                let close = Close::from_method(
+                    close.reply_code,
+                    &close.reply_text,
+                    close.class_id,
+                    close.method_id,
+                    Initiator::Server,
+                );
+                warn!(%close, "the broker closed the connection");
+                let _ = self.write_method(0, &ConnectionCloseOk {}.into());
+                let reason = Error::ConnectionClosed(close);
+                self.fail_everything(&reason);
+                self.state = State::Closing {
+                    awaiting_close_ok: false,
+                    reason,
+                    reply: None,
+                    deadline: Box::pin(tokio::time::sleep(super::PROTOCOL_CLOSE_GRACE)),
+                };
+            }
+            Method::ConnectionBlocked(blocked) => {
+                warn!(reason = %blocked.reason, "the broker blocked the connection");
+                self.shared.blocked.store(true, Ordering::Release);
+                self.shared.emit(ConnectionEvent::Blocked {
+                    reason: blocked.reason.to_string(),
+                });
+            }
+            Method::ConnectionUnblocked(_) => {
+                debug!("the broker unblocked the connection");
+                self.shared.blocked.store(false, Ordering::Release);
+                self.shared.emit(ConnectionEvent::Unblocked);
+            }
+            other => {
+                let id = other.id();
+                match self.connection_rpcs.front() {
+                    Some(rpc) if rpc.replies.contains(&id) => {
+                        if let Some(rpc) = self.connection_rpcs.pop_front()
+                            && let Some(reply) = rpc.reply
+                        {
+                            let _ = reply.send(Ok(RpcReply {
+                                method: other,
+                                content: None,
+                            }));
+                        }
+                    }
+                    _ => warn!(
+                        method = other.name(),
+                        "ignoring an unexpected method on channel 0"
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn channel_method(&mut self, channel: u16, method: Method) -> Result<()> {
+        let state =
+            self.channels
+                .get_mut(channel)
+                .ok_or(Error::Protocol(DecodeError::WrongChannel {
+                    frame: "method",
+                    channel,
+                }))?;
+        if !state.content.is_idle() {
+            return Err(Error::Protocol(DecodeError::UnexpectedFrame {
+                got: "method",
+                expected: "a content header or body",
+            }));
+        }
+        trace!(channel, method = method.name(), "received");
+        if let Phase::Closing(_) = state.phase {
+            // After channel.close, only close and close-ok matter; content still has to be
+            // framed correctly, so content methods start (discarded) content.
+            return match method {
+                Method::ChannelCloseOk(_) => {
+                    self.channel_closed(channel, None);
+                    Ok(())
+                }
+                Method::ChannelClose(_) => {
+                    let _ = self.write_method(channel, &ChannelCloseOk {}.into());
+                    self.channel_closed(channel, None);
+                    Ok(())
+                }
+                Method::BasicDeliver(m) => Ok(state.content.start(ContentMethod::Deliver(m))?),
+                Method::BasicGetOk(m) => Ok(state.content.start(ContentMethod::GetOk(m))?),
+                Method::BasicReturn(m) => Ok(state.content.start(ContentMethod::Return(m))?),
+                _ => Ok(()),
+            };
+        }
+        match method {
+            Method::BasicDeliver(m) => state.content.start(ContentMethod::Deliver(m))?,
+            Method::BasicGetOk(m) => state.content.start(ContentMethod::GetOk(m))?,
+            Method::BasicReturn(m) => state.content.start(ContentMethod::Return(m))?,
+            Method::BasicAck(m) => match &mut state.ledger {
+                Some(ledger) => ledger.settle(m.delivery_tag, m.multiple, true),
+                None => warn!(channel, "basic.ack on a channel not in confirm mode"),
+            },
+            Method::BasicNack(m) => match &mut state.ledger {
+                Some(ledger) => ledger.settle(m.delivery_tag, m.multiple, false),
+                None => warn!(channel, "basic.nack on a channel not in confirm mode"),
+            },
+            Method::BasicCancel(cancel) => {
+                warn!(channel, consumer = %cancel.consumer_tag, "the broker cancelled a consumer");
+                if let Some(slot) = state.consumers.remove(&cancel.consumer_tag) {
+                    slot.end(Some(Error::ConsumerCancelled {
+                        consumer_tag: cancel.consumer_tag.to_string(),
+                    }));
+                }
+                self.shared
+                    .topology()
+                    .remove_consumer(channel, &cancel.consumer_tag);
+                if !cancel.no_wait {
+                    let ok = BasicCancelOk {
+                        consumer_tag: cancel.consumer_tag,
+                    };
+                    self.write_method(channel, &ok.into())?;
+                }
+            }
+            Method::ChannelFlow(flow) => {
+                debug!(channel, active = flow.active, "channel.flow");
+                state.shared.flow.send_replace(flow.active);
+                let ok = ChannelFlowOk {
+                    active: flow.active,
+                };
+                self.write_method(channel, &ok.into())?;
+            }
+            Method::ChannelClose(close) => {
+                let close = Close::from_method(
+                    close.reply_code,
+                    &close.reply_text,
+                    close.class_id,
+                    close.method_id,
+                    Initiator::Server,
+                );
+                warn!(channel, %close, "the broker closed a channel");
+                self.write_method(channel, &ChannelCloseOk {}.into())?;
+                self.channel_closed(channel, Some(close));
+            }
+            Method::ChannelOpenOk(_) => {
+                if let Phase::Opening(reply) = &mut state.phase {
+                    let reply = reply.take();
+                    state.phase = Phase::Open;
+                    let shared = state.shared.clone();
+                    let delivered = reply.is_some_and(|r| r.send(Ok(shared)).is_ok());
+                    if !delivered {
+                        // The caller gave up (timeout or dropped future): close it again.
+                        self.close_channel(channel, None);
+                    }
+                }
+            }
+            reply => self.rpc_reply(channel, reply, None)?,
+        }
+        Ok(())
+    }
+
+    /// Completes the oldest request of `channel` with `reply`.
+    fn rpc_reply(
+        &mut self,
+        channel: u16,
+        reply: Method,
+        content: Option<(ContentHeader, bytes::Bytes)>,
+    ) -> Result<()> {
+        let Some(state) = self.channels.get_mut(channel) else {
+            return Ok(());
+        };
+        let id = reply.id();
+        let matches = state
+            .rpcs
+            .front()
+            .is_some_and(|rpc| rpc.replies.contains(&id));
+        if !matches {
+            warn!(
+                channel,
+                method = reply.name(),
+                "ignoring a reply nobody waits for"
+            );
+            return Ok(());
+        }
+        let Some(rpc) = state.rpcs.pop_front() else {
+            return Ok(());
+        };
+        let PendingRpc {
+            request,
+            on_reply,
+            reply: caller,
+            ..
+        } = rpc;
+        self.after_reply(channel, &request, &reply, on_reply);
+        if let Some(caller) = caller {
+            // A caller that gave up (timeout, dropped future) no longer listens; that is fine.
+            let _ = caller.send(Ok(RpcReply {
+                method: reply,
+                content,
+            }));
+        }
+        Ok(())
+    }
+
+    /// The driver's bookkeeping for a successful request: consumers, prefetch, topology.
+    fn after_reply(&mut self, channel: u16, request: &Method, reply: &Method, on_reply: OnReply) {
+        let Some(state) = self.channels.get_mut(channel) else {
+            return;
+        };
+        match (request, reply) {
+            (Method::BasicConsume(consume), Method::BasicConsumeOk(ok)) => {
+                if let OnReply::RegisterConsumer {
+                    events,
+                    shared,
+                    no_ack,
+                } = on_reply
+                {
+                    state.consumers.insert(
+                        ok.consumer_tag.clone(),
+                        ConsumerSlot {
+                            events,
+                            shared,
+                            no_ack,
+                        },
+                    );
+                }
+                self.shared.topology().add_consumer(RecordedConsumer {
+                    channel,
+                    queue: consume.queue.clone(),
+                    tag: ok.consumer_tag.clone(),
+                    no_ack: consume.no_ack,
+                    exclusive: consume.exclusive,
+                    arguments: consume.arguments.clone(),
+                });
+            }
+            (Method::BasicCancel(_), Method::BasicCancelOk(ok)) => {
+                if let Some(slot) = state.consumers.remove(&ok.consumer_tag) {
+                    slot.end(None);
+                }
+                state.forgotten.remove(&ok.consumer_tag);
+                self.shared
+                    .topology()
+                    .remove_consumer(channel, &ok.consumer_tag);
+            }
+            (Method::BasicQos(qos), Method::BasicQosOk(_)) => {
+                state
+                    .shared
+                    .prefetch
+                    .store(qos.prefetch_count, Ordering::Release);
+            }
+            (Method::ConfirmSelect(_), Method::ConfirmSelectOk(_)) => {
+                state.shared.confirm_mode.store(true, Ordering::Release);
+            }
+            (Method::ExchangeDeclare(declare), Method::ExchangeDeclareOk(_))
+                if !declare.passive =>
+            {
+                self.shared.topology().declare_exchange(RecordedExchange {
+                    name: declare.exchange.clone(),
+                    kind: exchange_kind(&declare.kind),
+                    durable: declare.durable,
+                    auto_delete: declare.auto_delete,
+                    internal: declare.internal,
+                    arguments: declare.arguments.clone(),
+                });
+            }
+            (Method::ExchangeDelete(delete), Method::ExchangeDeleteOk(_)) => {
+                self.shared.topology().delete_exchange(&delete.exchange);
+            }
+            (Method::QueueDeclare(declare), Method::QueueDeclareOk(ok)) if !declare.passive => {
+                self.shared.topology().declare_queue(RecordedQueue {
+                    name: ok.queue.clone(),
+                    server_named: declare.queue.is_empty(),
+                    durable: declare.durable,
+                    exclusive: declare.exclusive,
+                    auto_delete: declare.auto_delete,
+                    arguments: declare.arguments.clone(),
+                });
+            }
+            (Method::QueueDelete(delete), Method::QueueDeleteOk(_)) => {
+                self.shared.topology().delete_queue(&delete.queue);
+            }
+            (Method::QueueBind(bind), Method::QueueBindOk(_)) => {
+                self.shared.topology().bind(RecordedBinding {
+                    source: bind.exchange.clone(),
+                    destination: BindingDestination::Queue(bind.queue.clone()),
+                    routing_key: bind.routing_key.clone(),
+                    arguments: bind.arguments.clone(),
+                });
+            }
+            (Method::QueueUnbind(unbind), Method::QueueUnbindOk(_)) => {
+                self.shared.topology().unbind(&RecordedBinding {
+                    source: unbind.exchange.clone(),
+                    destination: BindingDestination::Queue(unbind.queue.clone()),
+                    routing_key: unbind.routing_key.clone(),
+                    arguments: unbind.arguments.clone(),
+                });
+            }
+            (Method::ExchangeBind(bind), Method::ExchangeBindOk(_)) => {
+                self.shared.topology().bind(RecordedBinding {
+                    source: bind.source.clone(),
+                    destination: BindingDestination::Exchange(bind.destination.clone()),
+                    routing_key: bind.routing_key.clone(),
+                    arguments: bind.arguments.clone(),
+                });
+            }
+            (Method::ExchangeUnbind(unbind), Method::ExchangeUnbindOk(_)) => {
+                self.shared.topology().unbind(&RecordedBinding {
+                    source: unbind.source.clone(),
+                    destination: BindingDestination::Exchange(unbind.destination.clone()),
+                    routing_key: unbind.routing_key.clone(),
+                    arguments: unbind.arguments.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// A channel finished closing: by close-ok after our close, or by the broker's close.
+    pub(super) fn channel_closed(&mut self, channel: u16, server_close: Option<Close>) {
+        let Some(mut state) = self.channels.remove(channel) else {
+            return;
+        };
+        let reason = Error::ChannelClosed {
+            channel,
+            close: server_close.unwrap_or_else(|| Close::normal(Initiator::Client)),
+        };
+        state.fail(&reason);
+        self.shared.topology().remove_channel(channel);
+        if self.stalled.as_ref().is_some_and(|s| s.channel == channel) {
+            self.stalled = None;
+        }
+    }
+
+    /// Handles a complete content: a delivery, a `basic.get` answer or a returned message.
+    fn content(&mut self, channel: u16, content: Content<ContentMethod>) -> Result<()> {
+        let Content {
+            method,
+            header,
+            body,
+        } = content;
+        let Some(state) = self.channels.get_mut(channel) else {
+            return Ok(());
+        };
+        if !state.is_open() {
+            // Content that arrived after our channel.close: discarded, as the spec says.
+            return Ok(());
+        }
+        match method {
+            ContentMethod::Deliver(deliver) => self.deliver(
+                channel,
+                RawDelivery {
+                    deliver,
+                    header,
+                    body,
+                },
+            ),
+            ContentMethod::GetOk(get_ok) => {
+                self.rpc_reply(channel, Method::BasicGetOk(get_ok), Some((header, body)))?
+            }
+            ContentMethod::Return(returned) => {
+                let properties =
+                    BasicProperties::decode(&mut Reader::new(header.properties.clone()))
+                        .unwrap_or_else(|error| {
+                            warn!(%error, "returned message with undecodable properties; \
+                                           its properties are left empty");
+                            BasicProperties::default()
+                        });
+                let message = ReturnedMessage {
+                    reply_code: crate::protocol::ReplyCode(returned.reply_code),
+                    reply_text: returned.reply_text,
+                    exchange: returned.exchange,
+                    routing_key: returned.routing_key,
+                    properties,
+                    body,
+                };
+                debug!(channel, exchange = %message.exchange, routing_key = %message.routing_key,
+                       "message returned");
+                if state.shared.returns.send(message.clone()).is_err() && state.ledger.is_none() {
+                    warn!(
+                        channel,
+                        "a mandatory message was returned but nothing listens to Channel::returns \
+                         and confirms are off: the application will not see it"
+                    );
+                }
+                if let Some(ledger) = &mut state.ledger {
+                    ledger.returned(message);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a delivery to its consumer, stalling reading if the consumer's buffer is full.
+    fn deliver(&mut self, channel: u16, delivery: RawDelivery) {
+        let Some(state) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let tag = &delivery.deliver.consumer_tag;
+        let Some(slot) = state.consumers.get(tag) else {
+            let no_ack = state.forgotten.get(tag).copied().unwrap_or(false);
+            if !state.forgotten.contains_key(tag) {
+                warn!(channel, consumer = %tag, "delivery for an unknown consumer; requeueing it");
+            }
+            if !no_ack {
+                self.requeue(channel, delivery.deliver.delivery_tag);
+            }
+            return;
+        };
+        match slot.events.try_send(delivery) {
+            Ok(()) => {}
+            Err(TrySendError::Full(delivery)) => {
+                trace!(channel, "consumer buffer full; pausing reads");
+                self.stalled = Some(Stalled {
+                    channel,
+                    sender: PollSender::new(slot.events.clone()),
+                    delivery: Some(delivery),
+                });
+            }
+            Err(TrySendError::Closed(delivery)) => {
+                // The stream was dropped; its Drop is on its way to cancel the consumer.
+                let tag = delivery.deliver.consumer_tag.clone();
+                let no_ack = slot.no_ack;
+                state.consumers.remove(&tag);
+                state.forgotten.insert(tag, no_ack);
+                if !no_ack {
+                    self.requeue(channel, delivery.deliver.delivery_tag);
+                }
+            }
+        }
+    }
+}
+
+/// The exchange kind named in a declare.
+fn exchange_kind(kind: &ShortString) -> ExchangeKind {
+    match kind.as_str() {
+        "direct" => ExchangeKind::Direct,
+        "fanout" => ExchangeKind::Fanout,
+        "topic" => ExchangeKind::Topic,
+        "headers" => ExchangeKind::Headers,
+        other => ExchangeKind::Custom(other.to_owned()),
+    }
+}

@@ -1,0 +1,126 @@
+//! The byte stream under a connection: plain TCP or TLS over TCP.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::options::ConnectionOptions;
+use crate::error::{Error, Result};
+
+/// A connected socket, with or without TLS.
+///
+/// An enum rather than a boxed trait object: the driver's hot path polls it directly, and
+/// recovery can put a new one in place of the old.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP (boxed: the TLS state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    /// Opens TCP (and TLS when configured) to the host and port in `options`.
+    pub(crate) async fn connect(options: &ConnectionOptions) -> Result<Self> {
+        let address = format_address(&options.host, options.port);
+        let tcp = TcpStream::connect((options.host.as_str(), options.port))
+            .await
+            .map_err(|e| Error::Connect {
+                address: address.clone(),
+                source: e.into(),
+            })?;
+        // AMQP is a request/response protocol with small frames: do not let Nagle delay them.
+        tcp.set_nodelay(true).map_err(Error::io)?;
+        match &options.tls {
+            None => Ok(Self::Tcp(tcp)),
+            Some(tls) => {
+                let stream = crate::tls::connect(tcp, tls, &options.host)
+                    .await
+                    .map_err(Error::Tls)?;
+                Ok(Self::Tls(Box::new(stream)))
+            }
+        }
+    }
+
+    /// Wraps an error from the socket, recognising a TLS alert the server sent after the
+    /// handshake (TLS 1.3 reports a refused client certificate only then).
+    pub(crate) fn classify_error(&self, error: io::Error) -> Error {
+        if matches!(self, Self::Tls(_))
+            && let Some(tls) = crate::tls::map_io_error(&error)
+        {
+            return Error::Tls(tls);
+        }
+        Error::io(error)
+    }
+}
+
+/// `host:port`, with brackets around IPv6 addresses.
+pub(crate) fn format_address(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

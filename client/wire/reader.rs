@@ -1,0 +1,205 @@
+//! Decoding: a cursor over one payload received from the peer.
+
+use bytes::{Buf, Bytes};
+
+use super::table::{Decimal, FieldArray, FieldTable, FieldValue, Timestamp};
+use super::{DecodeError, LongString, MAX_NESTING, ShortString, WireType};
+
+/// Reads AMQP values from the front of a payload.
+///
+/// Every read checks the length it needs against the bytes that remain before it touches or
+/// allocates anything, so no input can make it panic, loop or allocate more than a small multiple
+/// of the payload's size. Strings and byte arrays are zero-copy slices of the payload.
+///
+/// ```
+/// use bytes::Bytes;
+/// use warren::wire::Reader;
+///
+/// let mut input = Reader::new(Bytes::from_static(b"\x00\x2a\x05hello"));
+/// assert_eq!(input.short()?, 42);
+/// assert_eq!(input.short_string()?, "hello");
+/// assert!(input.is_empty());
+/// # Ok::<(), warren::wire::DecodeError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    /// A reader over `payload`.
+    pub fn new(payload: Bytes) -> Self {
+        Self { buf: payload }
+    }
+
+    /// Number of bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether every byte has been read.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The bytes not yet read, consuming the reader.
+    pub fn into_rest(self) -> Bytes {
+        self.buf
+    }
+
+    #[inline]
+    fn need(&self, needed: usize) -> Result<(), DecodeError> {
+        if self.buf.len() < needed {
+            return Err(DecodeError::Truncated {
+                needed,
+                remaining: self.buf.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the next `len` bytes as a shared slice.
+    #[inline]
+    pub fn bytes(&mut self, len: usize) -> Result<Bytes, DecodeError> {
+        self.need(len)?;
+        Ok(self.buf.split_to(len))
+    }
+
+    /// Reads an `octet`.
+    #[inline]
+    pub fn octet(&mut self) -> Result<u8, DecodeError> {
+        self.need(1)?;
+        Ok(self.buf.get_u8())
+    }
+
+    /// Reads a `short` (16 bits, big-endian).
+    #[inline]
+    pub fn short(&mut self) -> Result<u16, DecodeError> {
+        self.need(2)?;
+        Ok(self.buf.get_u16())
+    }
+
+    /// Reads a `long` (32 bits, big-endian).
+    #[inline]
+    pub fn long(&mut self) -> Result<u32, DecodeError> {
+        self.need(4)?;
+        Ok(self.buf.get_u32())
+    }
+
+    /// Reads a `longlong` (64 bits, big-endian).
+    #[inline]
+    pub fn longlong(&mut self) -> Result<u64, DecodeError> {
+        self.need(8)?;
+        Ok(self.buf.get_u64())
+    }
+
+    /// Reads a `timestamp` (64-bit seconds since the epoch).
+    #[inline]
+    pub fn timestamp(&mut self) -> Result<Timestamp, DecodeError> {
+        self.longlong().map(Timestamp)
+    }
+
+    /// Reads a run of `N` packed bits: `ceil(N / 8)` octets, least significant bit first.
+    #[inline]
+    pub fn bits<const N: usize>(&mut self) -> Result<[bool; N], DecodeError> {
+        let octets = N.div_ceil(8);
+        self.need(octets)?;
+        let mut bits = [false; N];
+        for (i, bit) in bits.iter_mut().enumerate() {
+            *bit = self.buf[i / 8] & (1 << (i % 8)) != 0;
+        }
+        self.buf.advance(octets);
+        Ok(bits)
+    }
+
+    /// Reads a `shortstr`: a length octet and that many bytes of UTF-8.
+    #[inline]
+    pub fn short_string(&mut self) -> Result<ShortString, DecodeError> {
+        let len = usize::from(self.octet()?);
+        ShortString::from_wire(self.bytes(len)?)
+    }
+
+    /// Reads a `longstr`: a 32-bit length and that many bytes.
+    #[inline]
+    pub fn long_string(&mut self) -> Result<LongString, DecodeError> {
+        let len = self.long()? as usize;
+        self.bytes(len).map(LongString::from)
+    }
+
+    /// Reads a field `table`.
+    ///
+    /// Tables and arrays may nest [`MAX_NESTING`] levels deep, counting this table as the first;
+    /// deeper input is [`DecodeError::NestingTooDeep`].
+    pub fn table(&mut self) -> Result<FieldTable, DecodeError> {
+        self.table_at(1)
+    }
+
+    /// Skips a reserved field of the given type, checking only that its bytes are present.
+    pub fn skip(&mut self, ty: WireType) -> Result<(), DecodeError> {
+        let len = match ty {
+            WireType::Octet => 1,
+            WireType::Short => 2,
+            WireType::Long => 4,
+            WireType::LongLong | WireType::Timestamp => 8,
+            WireType::ShortStr => usize::from(self.octet()?),
+            WireType::LongStr | WireType::Table => self.long()? as usize,
+        };
+        self.bytes(len).map(drop)
+    }
+
+    fn table_at(&mut self, depth: usize) -> Result<FieldTable, DecodeError> {
+        if depth > MAX_NESTING {
+            return Err(DecodeError::NestingTooDeep { limit: MAX_NESTING });
+        }
+        let len = self.long()? as usize;
+        let mut entries = Reader::new(self.bytes(len)?);
+        let mut table = FieldTable::new();
+        while !entries.is_empty() {
+            let key = entries.short_string()?;
+            let value = entries.value_at(depth)?;
+            table.push_decoded(key, value);
+        }
+        Ok(table)
+    }
+
+    fn array_at(&mut self, depth: usize) -> Result<FieldArray, DecodeError> {
+        if depth > MAX_NESTING {
+            return Err(DecodeError::NestingTooDeep { limit: MAX_NESTING });
+        }
+        let len = self.long()? as usize;
+        let mut items = Reader::new(self.bytes(len)?);
+        let mut values = Vec::new();
+        while !items.is_empty() {
+            values.push(items.value_at(depth)?);
+        }
+        Ok(FieldArray(values))
+    }
+
+    /// Reads a tagged value that sits inside a table or array at `depth`.
+    fn value_at(&mut self, depth: usize) -> Result<FieldValue, DecodeError> {
+        let tag = self.octet()?;
+        Ok(match tag {
+            b't' => FieldValue::Bool(self.octet()? != 0),
+            b'b' => FieldValue::I8(self.octet()? as i8),
+            b'B' => FieldValue::U8(self.octet()?),
+            b's' => FieldValue::I16(self.short()? as i16),
+            b'u' => FieldValue::U16(self.short()?),
+            b'I' => FieldValue::I32(self.long()? as i32),
+            b'i' => FieldValue::U32(self.long()?),
+            b'l' => FieldValue::I64(self.longlong()? as i64),
+            b'f' => FieldValue::F32(f32::from_bits(self.long()?)),
+            b'd' => FieldValue::F64(f64::from_bits(self.longlong()?)),
+            b'D' => FieldValue::Decimal(Decimal {
+                scale: self.octet()?,
+                value: self.long()? as i32,
+            }),
+            b'S' => FieldValue::LongString(self.long_string()?),
+            b'A' => FieldValue::Array(self.array_at(depth + 1)?),
+            b'T' => FieldValue::Timestamp(self.timestamp()?),
+            b'F' => FieldValue::Table(self.table_at(depth + 1)?),
+            b'V' => FieldValue::Void,
+            b'x' => FieldValue::ByteArray(self.long_string()?.into_bytes()),
+            other => return Err(DecodeError::UnknownFieldTag(other)),
+        })
+    }
+}

@@ -1,0 +1,389 @@
+//! Field tables, field arrays and the values they hold.
+//!
+//! The value tags are RabbitMQ's (its errata to AMQP 0-9-1, shared by the Java, Go and .NET
+//! clients), not the ones in the 0-9-1 specification's own table, which no broker uses:
+//!
+//! | tag | value | Rust |
+//! | --- | --- | --- |
+//! | `t` | boolean | [`FieldValue::Bool`] |
+//! | `b` / `B` | signed / unsigned 8-bit | [`FieldValue::I8`] / [`FieldValue::U8`] |
+//! | `s` / `u` | signed / unsigned 16-bit | [`FieldValue::I16`] / [`FieldValue::U16`] |
+//! | `I` / `i` | signed / unsigned 32-bit | [`FieldValue::I32`] / [`FieldValue::U32`] |
+//! | `l` | signed 64-bit | [`FieldValue::I64`] |
+//! | `f` / `d` | IEEE 754 single / double | [`FieldValue::F32`] / [`FieldValue::F64`] |
+//! | `D` | decimal | [`FieldValue::Decimal`] |
+//! | `S` | long string | [`FieldValue::LongString`] |
+//! | `A` | array | [`FieldValue::Array`] |
+//! | `T` | timestamp | [`FieldValue::Timestamp`] |
+//! | `F` | nested table | [`FieldValue::Table`] |
+//! | `V` | no value | [`FieldValue::Void`] |
+//! | `x` | byte array | [`FieldValue::ByteArray`] |
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::{LongString, ShortString};
+
+/// Seconds since the Unix epoch, as AMQP's `timestamp` domain and the `T` field tag carry them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The current time, truncated to whole seconds.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn as_secs(self) -> u64 {
+        self.0
+    }
+
+    /// The time as a [`SystemTime`], or `None` if the platform cannot represent it.
+    pub fn to_system_time(self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_secs(self.0))
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    /// Converts, truncating to whole seconds; times before the epoch become 0.
+    fn from(time: SystemTime) -> Self {
+        Self(time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    }
+}
+
+/// A decimal number: `value` × 10^-`scale` (tag `D`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Decimal {
+    /// Number of decimal digits after the point.
+    pub scale: u8,
+    /// The unscaled value.
+    pub value: i32,
+}
+
+/// One value in a [`FieldTable`] or [`FieldArray`].
+///
+/// Equality compares floats by their bits, so a value equals its decoded copy even when it is NaN,
+/// and `0.0` differs from `-0.0`.
+#[derive(Debug, Clone)]
+pub enum FieldValue {
+    /// `t`: a boolean.
+    Bool(bool),
+    /// `b`: a signed 8-bit integer.
+    I8(i8),
+    /// `B`: an unsigned 8-bit integer.
+    U8(u8),
+    /// `s`: a signed 16-bit integer.
+    I16(i16),
+    /// `u`: an unsigned 16-bit integer.
+    U16(u16),
+    /// `I`: a signed 32-bit integer.
+    I32(i32),
+    /// `i`: an unsigned 32-bit integer.
+    U32(u32),
+    /// `l`: a signed 64-bit integer.
+    I64(i64),
+    /// `f`: a single-precision float.
+    F32(f32),
+    /// `d`: a double-precision float.
+    F64(f64),
+    /// `D`: a decimal.
+    Decimal(Decimal),
+    /// `S`: a long string (bytes, usually UTF-8 text).
+    LongString(LongString),
+    /// `A`: an array of values.
+    Array(FieldArray),
+    /// `T`: a timestamp.
+    Timestamp(Timestamp),
+    /// `F`: a nested table.
+    Table(FieldTable),
+    /// `V`: no value.
+    Void,
+    /// `x`: raw bytes.
+    ByteArray(Bytes),
+}
+
+impl FieldValue {
+    /// The tag octet that introduces this value on the wire.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Self::Bool(_) => b't',
+            Self::I8(_) => b'b',
+            Self::U8(_) => b'B',
+            Self::I16(_) => b's',
+            Self::U16(_) => b'u',
+            Self::I32(_) => b'I',
+            Self::U32(_) => b'i',
+            Self::I64(_) => b'l',
+            Self::F32(_) => b'f',
+            Self::F64(_) => b'd',
+            Self::Decimal(_) => b'D',
+            Self::LongString(_) => b'S',
+            Self::Array(_) => b'A',
+            Self::Timestamp(_) => b'T',
+            Self::Table(_) => b'F',
+            Self::Void => b'V',
+            Self::ByteArray(_) => b'x',
+        }
+    }
+
+    /// The value as a signed integer, if it is any integer type that fits in an `i64`.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Self::I8(v) => Some(v.into()),
+            Self::U8(v) => Some(v.into()),
+            Self::I16(v) => Some(v.into()),
+            Self::U16(v) => Some(v.into()),
+            Self::I32(v) => Some(v.into()),
+            Self::U32(v) => Some(v.into()),
+            Self::I64(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value as text, if it is a long string holding UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::LongString(s) => s.to_str(),
+            _ => None,
+        }
+    }
+
+    /// The value as a boolean, if it is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Self::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The nested table, if the value is one.
+    pub fn as_table(&self) -> Option<&FieldTable> {
+        match self {
+            Self::Table(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for FieldValue {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            (Self::I8(a), Self::I8(b)) => a == b,
+            (Self::U8(a), Self::U8(b)) => a == b,
+            (Self::I16(a), Self::I16(b)) => a == b,
+            (Self::U16(a), Self::U16(b)) => a == b,
+            (Self::I32(a), Self::I32(b)) => a == b,
+            (Self::U32(a), Self::U32(b)) => a == b,
+            (Self::I64(a), Self::I64(b)) => a == b,
+            (Self::F32(a), Self::F32(b)) => a.to_bits() == b.to_bits(),
+            (Self::F64(a), Self::F64(b)) => a.to_bits() == b.to_bits(),
+            (Self::Decimal(a), Self::Decimal(b)) => a == b,
+            (Self::LongString(a), Self::LongString(b)) => a == b,
+            (Self::Array(a), Self::Array(b)) => a == b,
+            (Self::Timestamp(a), Self::Timestamp(b)) => a == b,
+            (Self::Table(a), Self::Table(b)) => a == b,
+            (Self::Void, Self::Void) => true,
+            (Self::ByteArray(a), Self::ByteArray(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for FieldValue {}
+
+macro_rules! field_value_from {
+    ($($source:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$source> for FieldValue {
+            fn from(value: $source) -> Self {
+                Self::$variant(value.into())
+            }
+        })*
+    };
+}
+
+field_value_from! {
+    bool => Bool, i8 => I8, u8 => U8, i16 => I16, u16 => U16, i32 => I32, u32 => U32, i64 => I64,
+    f32 => F32, f64 => F64, Decimal => Decimal, LongString => LongString, &str => LongString,
+    String => LongString, ShortString => LongString, FieldArray => Array, Timestamp => Timestamp,
+    FieldTable => Table, Bytes => ByteArray,
+}
+
+impl From<Vec<FieldValue>> for FieldValue {
+    fn from(values: Vec<FieldValue>) -> Self {
+        Self::Array(FieldArray(values))
+    }
+}
+
+/// An AMQP field table: named values, in the order they were inserted or received.
+///
+/// Tables carry queue and exchange arguments (`x-queue-type`, `x-message-ttl`, …), message headers
+/// and the peer properties exchanged at connection start. Lookups are linear, which is the fastest
+/// choice for the handful of entries tables hold in practice.
+///
+/// ```
+/// use warren::wire::{FieldTable, FieldValue};
+///
+/// let args = FieldTable::new()
+///     .with("x-queue-type", "quorum")
+///     .with("x-max-length", 10_000i64);
+/// assert_eq!(args.get("x-max-length"), Some(&FieldValue::I64(10_000)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldTable(Vec<(ShortString, FieldValue)>);
+
+impl FieldTable {
+    /// An empty table.
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Adds an entry under a literal key, replacing any entry with that key, and returns the table.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is longer than 255 bytes (see [`ShortString::from_static`]); use
+    /// [`FieldTable::insert`] for keys that are not literals.
+    pub fn with(mut self, key: &'static str, value: impl Into<FieldValue>) -> Self {
+        self.insert(ShortString::from_static(key), value);
+        self
+    }
+
+    /// Adds an entry, replacing and returning the value of any entry with that key.
+    pub fn insert(&mut self, key: ShortString, value: impl Into<FieldValue>) -> Option<FieldValue> {
+        let value = value.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, slot)) => Some(std::mem::replace(slot, value)),
+            None => {
+                self.0.push((key, value));
+                None
+            }
+        }
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Option<&FieldValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Removes and returns the value under `key`.
+    pub fn remove(&mut self, key: &str) -> Option<FieldValue> {
+        let index = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(index).1)
+    }
+
+    /// Whether the table has an entry under `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The entries, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&ShortString, &FieldValue)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Appends an entry read from the wire, keeping duplicates exactly as the peer sent them.
+    pub(crate) fn push_decoded(&mut self, key: ShortString, value: FieldValue) {
+        self.0.push((key, value));
+    }
+}
+
+impl FromIterator<(ShortString, FieldValue)> for FieldTable {
+    /// Collects entries; a later entry replaces an earlier one with the same key.
+    fn from_iter<I: IntoIterator<Item = (ShortString, FieldValue)>>(iter: I) -> Self {
+        let mut table = Self::new();
+        for (key, value) in iter {
+            table.insert(key, value);
+        }
+        table
+    }
+}
+
+impl IntoIterator for FieldTable {
+    type Item = (ShortString, FieldValue);
+    type IntoIter = std::vec::IntoIter<(ShortString, FieldValue)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a FieldTable {
+    type Item = (&'a ShortString, &'a FieldValue);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (ShortString, FieldValue)>,
+        fn(&'a (ShortString, FieldValue)) -> (&'a ShortString, &'a FieldValue),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl fmt::Display for FieldTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// An AMQP field array (tag `A`): values in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldArray(pub Vec<FieldValue>);
+
+impl FieldArray {
+    /// An empty array.
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl FromIterator<FieldValue> for FieldArray {
+    fn from_iter<I: IntoIterator<Item = FieldValue>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replaces_and_keeps_order() {
+        let mut table = FieldTable::new().with("a", 1i32).with("b", 2i32);
+        assert_eq!(
+            table.insert(ShortString::from_static("a"), 3i32),
+            Some(FieldValue::I32(1))
+        );
+        let keys: Vec<&str> = table.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(table.get("a"), Some(&FieldValue::I32(3)));
+        assert_eq!(table.remove("b"), Some(FieldValue::I32(2)));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn float_equality_is_bitwise() {
+        assert_eq!(FieldValue::F64(f64::NAN), FieldValue::F64(f64::NAN));
+        assert_ne!(FieldValue::F32(0.0), FieldValue::F32(-0.0));
+    }
+
+    #[test]
+    fn timestamp_converts_to_and_from_system_time() {
+        let ts = Timestamp(1_700_000_000);
+        assert_eq!(Timestamp::from(ts.to_system_time().unwrap()), ts);
+        assert_eq!(Timestamp(u64::MAX).to_system_time(), None);
+    }
+}

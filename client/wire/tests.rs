@@ -1,0 +1,248 @@
+//! Byte-level tests of the primitives: vectors written by hand from the specification and
+//! RabbitMQ's errata, and properties over arbitrary input.
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+
+use super::*;
+
+fn encode_table(table: &FieldTable) -> BytesMut {
+    let mut buf = BytesMut::new();
+    Writer::new(&mut buf).table(table);
+    buf
+}
+
+fn decode_table(bytes: &[u8]) -> Result<FieldTable, DecodeError> {
+    Reader::new(Bytes::copy_from_slice(bytes)).table()
+}
+
+/// One entry per tag RabbitMQ uses, with the bytes each must encode to.
+#[test]
+fn table_with_every_tag_matches_hand_written_bytes() {
+    let table = FieldTable::new()
+        .with("t", true)
+        .with("b", -2i8)
+        .with("B", 254u8)
+        .with("s", -3i16)
+        .with("u", 65_000u16)
+        .with("I", -4i32)
+        .with("i", 4_000_000_000u32)
+        .with("l", -5i64)
+        .with("f", 1.5f32)
+        .with("d", -2.25f64)
+        .with(
+            "D",
+            Decimal {
+                scale: 2,
+                value: 12345,
+            },
+        )
+        .with("S", "hi")
+        .with("A", vec![FieldValue::I8(1), FieldValue::Void])
+        .with("T", Timestamp(0x0102_0304_0506_0708))
+        .with("F", FieldTable::new().with("k", false))
+        .with("V", FieldValue::Void)
+        .with("x", Bytes::from_static(b"\x00\xff"));
+    #[rustfmt::skip]
+    let entries: &[u8] = &[
+        1, b't', b't', 1,
+        1, b'b', b'b', 0xfe,
+        1, b'B', b'B', 254,
+        1, b's', b's', 0xff, 0xfd,
+        1, b'u', b'u', 0xfd, 0xe8,
+        1, b'I', b'I', 0xff, 0xff, 0xff, 0xfc,
+        1, b'i', b'i', 0xee, 0x6b, 0x28, 0x00,
+        1, b'l', b'l', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfb,
+        1, b'f', b'f', 0x3f, 0xc0, 0x00, 0x00,
+        1, b'd', b'd', 0xc0, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        1, b'D', b'D', 2, 0x00, 0x00, 0x30, 0x39,
+        1, b'S', b'S', 0, 0, 0, 2, b'h', b'i',
+        1, b'A', b'A', 0, 0, 0, 3, b'b', 1, b'V',
+        1, b'T', b'T', 1, 2, 3, 4, 5, 6, 7, 8,
+        1, b'F', b'F', 0, 0, 0, 4, 1, b'k', b't', 0,
+        1, b'V', b'V',
+        1, b'x', b'x', 0, 0, 0, 2, 0x00, 0xff,
+    ];
+    let mut expected = (entries.len() as u32).to_be_bytes().to_vec();
+    expected.extend_from_slice(entries);
+
+    assert_eq!(&encode_table(&table)[..], &expected[..]);
+    assert_eq!(decode_table(&expected).unwrap(), table);
+}
+
+/// Nested tables built as key "a" -> `F` -> table, `depth` levels deep.
+fn nested_tables(depth: usize) -> Vec<u8> {
+    let mut inner: Vec<u8> = 0u32.to_be_bytes().to_vec();
+    for _ in 1..depth {
+        let mut outer = Vec::with_capacity(inner.len() + 7);
+        outer.extend_from_slice(&((inner.len() + 3) as u32).to_be_bytes());
+        outer.extend_from_slice(&[1, b'a', b'F']);
+        outer.extend_from_slice(&inner);
+        inner = outer;
+    }
+    inner
+}
+
+#[test]
+fn nesting_up_to_the_limit_decodes_and_deeper_is_a_typed_error() {
+    assert!(decode_table(&nested_tables(MAX_NESTING)).is_ok());
+    assert_eq!(
+        decode_table(&nested_tables(MAX_NESTING + 1)),
+        Err(DecodeError::NestingTooDeep { limit: MAX_NESTING })
+    );
+    // The depth that aborts recursive decoders (RABBITMQ.md section 2) is only an error here.
+    assert_eq!(
+        decode_table(&nested_tables(100_000)),
+        Err(DecodeError::NestingTooDeep { limit: MAX_NESTING })
+    );
+}
+
+#[test]
+fn arrays_count_towards_nesting() {
+    // table -> array -> array -> ... : every level is one deeper.
+    let mut inner: Vec<u8> = 0u32.to_be_bytes().to_vec(); // empty array
+    for _ in 0..MAX_NESTING {
+        let mut outer = ((inner.len() + 1) as u32).to_be_bytes().to_vec();
+        outer.push(b'A');
+        outer.extend_from_slice(&inner);
+        inner = outer;
+    }
+    let mut table = ((inner.len() + 3) as u32).to_be_bytes().to_vec();
+    table.extend_from_slice(&[1, b'a', b'A']);
+    table.extend_from_slice(&inner);
+    assert_eq!(
+        decode_table(&table),
+        Err(DecodeError::NestingTooDeep { limit: MAX_NESTING })
+    );
+}
+
+#[test]
+fn lengths_beyond_the_input_are_refused_before_allocating() {
+    // A table claiming 4 GiB of entries, with 3 bytes present.
+    assert_eq!(
+        decode_table(&[0xff, 0xff, 0xff, 0xff, 1, b'a', b'V']),
+        Err(DecodeError::Truncated {
+            needed: 0xffff_ffff,
+            remaining: 3
+        })
+    );
+    // A long string inside claiming more than its table holds.
+    let bytes = [0, 0, 0, 7, 1, b'a', b'S', 0, 0, 0, 9];
+    assert_eq!(
+        decode_table(&bytes),
+        Err(DecodeError::Truncated {
+            needed: 9,
+            remaining: 0
+        })
+    );
+}
+
+#[test]
+fn unknown_tags_are_typed_errors() {
+    assert_eq!(
+        decode_table(&[0, 0, 0, 3, 1, b'a', b'U']),
+        Err(DecodeError::UnknownFieldTag(b'U'))
+    );
+}
+
+#[test]
+fn bits_pack_least_significant_first_across_octets() {
+    let mut buf = BytesMut::new();
+    let mut bits = [false; 10];
+    bits[0] = true;
+    bits[2] = true;
+    bits[9] = true;
+    Writer::new(&mut buf).bits(bits);
+    assert_eq!(&buf[..], &[0b0000_0101, 0b0000_0010]);
+    assert_eq!(Reader::new(buf.freeze()).bits::<10>().unwrap(), bits);
+}
+
+#[test]
+fn reserved_fields_are_zero_and_skippable() {
+    let types = [
+        WireType::Octet,
+        WireType::Short,
+        WireType::Long,
+        WireType::LongLong,
+        WireType::ShortStr,
+        WireType::LongStr,
+        WireType::Table,
+        WireType::Timestamp,
+    ];
+    let mut buf = BytesMut::new();
+    let mut out = Writer::new(&mut buf);
+    for ty in types {
+        out.zero(ty);
+    }
+    assert_eq!(buf.len(), 1 + 2 + 4 + 8 + 1 + 4 + 4 + 8);
+    assert!(buf.iter().all(|&b| b == 0));
+    let mut input = Reader::new(buf.freeze());
+    for ty in types {
+        input.skip(ty).unwrap();
+    }
+    assert!(input.is_empty());
+}
+
+fn arb_short_string() -> impl Strategy<Value = ShortString> {
+    "\\PC{0,20}".prop_filter_map("at most 255 bytes", |s| ShortString::try_from(s).ok())
+}
+
+fn arb_value() -> impl Strategy<Value = FieldValue> {
+    let leaf = prop_oneof![
+        any::<bool>().prop_map(FieldValue::Bool),
+        any::<i8>().prop_map(FieldValue::I8),
+        any::<u8>().prop_map(FieldValue::U8),
+        any::<i16>().prop_map(FieldValue::I16),
+        any::<u16>().prop_map(FieldValue::U16),
+        any::<i32>().prop_map(FieldValue::I32),
+        any::<u32>().prop_map(FieldValue::U32),
+        any::<i64>().prop_map(FieldValue::I64),
+        any::<f32>().prop_map(FieldValue::F32),
+        any::<f64>().prop_map(FieldValue::F64),
+        (any::<u8>(), any::<i32>())
+            .prop_map(|(scale, value)| FieldValue::Decimal(Decimal { scale, value })),
+        proptest::collection::vec(any::<u8>(), 0..40)
+            .prop_map(|b| FieldValue::LongString(b.into())),
+        any::<u64>().prop_map(|t| FieldValue::Timestamp(Timestamp(t))),
+        Just(FieldValue::Void),
+        proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| FieldValue::ByteArray(b.into())),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(FieldValue::from),
+            proptest::collection::vec((arb_short_string(), inner), 0..6)
+                .prop_map(|entries| FieldValue::Table(entries.into_iter().collect())),
+        ]
+    })
+}
+
+/// Any table, including duplicate-free entries of every tag, nested a few levels.
+pub(crate) fn arb_table() -> impl Strategy<Value = FieldTable> {
+    proptest::collection::vec((arb_short_string(), arb_value()), 0..8)
+        .prop_map(|entries| entries.into_iter().collect())
+}
+
+proptest! {
+    #[test]
+    fn tables_round_trip(table in arb_table()) {
+        let bytes = encode_table(&table);
+        let mut input = Reader::new(bytes.freeze());
+        prop_assert_eq!(input.table()?, table);
+        prop_assert!(input.is_empty());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_table_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_table(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bytes_after_a_valid_prefix_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        // A length that matches the body, so the decoder reaches the entries.
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        let _ = decode_table(&bytes);
+    }
+}

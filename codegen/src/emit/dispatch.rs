@@ -1,0 +1,303 @@
+//! The `Class` enum, the `Method` enum (a variant per method, with id/name/flag queries and
+//! the encode/decode dispatch), `From`/`TryFrom` between method structs and `Method`, and the
+//! `Request` trait.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+
+use crate::emit::{Docs, escape, method_ident, sentence};
+use crate::model::{Method, Spec};
+use crate::names;
+
+pub(crate) fn emit(spec: &Spec) -> TokenStream {
+    let class = class_enum(spec);
+    let method = method_enum(spec);
+    let conversions = conversions(spec);
+    let request = request_trait();
+    quote! {
+        #class
+        #method
+        #conversions
+        #request
+    }
+}
+
+fn class_enum(spec: &Spec) -> TokenStream {
+    let mut variants = Vec::new();
+    let mut name_arms = Vec::new();
+    let mut id_arms = Vec::new();
+    let mut all = Vec::new();
+    for c in &spec.classes {
+        let variant = names::ident(&names::upper_camel(&c.name));
+        let id = Literal::u16_unsuffixed(c.id);
+        let mut docs = Docs::new();
+        if let Some(label) = &c.doc.label {
+            docs.label(label);
+        }
+        for text in &c.doc.text {
+            docs.prose(text);
+        }
+        if docs.is_empty() {
+            docs.sentence(format!("The `{}` class.", c.name));
+        }
+        docs.grammar(&c.doc.grammar);
+        let props = c
+            .properties
+            .as_ref()
+            .map(|_| {
+                format!(
+                    " Its content properties are [`{}`].",
+                    names::properties_type(&c.name)
+                )
+            })
+            .unwrap_or_default();
+        docs.sentence(format!("Class id {} (`{}`).{props}", c.id, c.name));
+        let docs = docs.tokens();
+        variants.push(quote! {
+            #docs
+            #variant = #id,
+        });
+        let name = &c.name;
+        name_arms.push(quote!(Class::#variant => #name,));
+        id_arms.push(quote!(#id => Some(Class::#variant),));
+        all.push(quote!(Class::#variant));
+    }
+    quote! {
+        /// The classes of the protocol: groups of related methods, each with an id on the wire.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        #[repr(u16)]
+        pub enum Class {
+            #(#variants)*
+        }
+
+        impl Class {
+            /// Every class, in specification order.
+            pub const ALL: &'static [Class] = &[#(#all),*];
+
+            /// The class id on the wire.
+            #[inline]
+            pub const fn id(self) -> u16 {
+                self as u16
+            }
+
+            /// The class name in the specification (`queue`).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    #(#name_arms)*
+                }
+            }
+
+            /// The class with id `id`, or `None` if the specification defines none.
+            pub const fn from_id(id: u16) -> Option<Class> {
+                match id {
+                    #(#id_arms)*
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+/// `matches!(self, Method::A(_) | Method::B(_))`, or `false` when no method qualifies.
+fn matches_any<'a>(methods: impl Iterator<Item = &'a Method>) -> TokenStream {
+    let idents: Vec<_> = methods.map(method_ident).collect();
+    if idents.is_empty() {
+        quote!(false)
+    } else {
+        quote!(matches!(self, #(Method::#idents(_))|*))
+    }
+}
+
+fn method_enum(spec: &Spec) -> TokenStream {
+    let methods: Vec<&Method> = spec.methods().collect();
+    let mut variants = Vec::new();
+    let mut id_arms = Vec::new();
+    let mut name_arms = Vec::new();
+    let mut encode_arms = Vec::new();
+    let mut decode_arms = Vec::new();
+    for m in &methods {
+        let ident = method_ident(m);
+        let summary = match &m.doc.label {
+            Some(label) => format!(": {}", escape(&sentence(label))),
+            None => ".".to_owned(),
+        };
+        let docs = Docs::new()
+            .sentence(format!("[`{ident}`] (`{}`){summary}", m.full_name()))
+            .tokens();
+        variants.push(quote! {
+            #docs
+            #ident(#ident),
+        });
+        let (c, id) = (
+            Literal::u16_unsuffixed(m.class_id),
+            Literal::u16_unsuffixed(m.id),
+        );
+        id_arms.push(quote!(Method::#ident(_) => wire::MethodId::new(#c, #id),));
+        let name = m.full_name();
+        name_arms.push(quote!(Method::#ident(_) => #name,));
+        encode_arms.push(quote!(Method::#ident(m) => wire::AmqpMethod::encode(m, out),));
+        decode_arms.push(quote! {
+            (#c, #id) => <#ident as wire::AmqpMethod>::decode(input).map(Method::#ident),
+        });
+    }
+
+    let class_arms = spec
+        .classes
+        .iter()
+        .filter(|c| !c.methods.is_empty())
+        .map(|c| {
+            let idents = c.methods.iter().map(method_ident);
+            let variant = names::ident(&names::upper_camel(&c.name));
+            quote!(#(Method::#idents(_))|* => Class::#variant,)
+        });
+    let synchronous = matches_any(methods.iter().copied().filter(|m| m.synchronous));
+    let content = matches_any(methods.iter().copied().filter(|m| m.carries_content));
+    let direction_arms = [
+        ((true, false), quote!(wire::Direction::ToServer)),
+        ((false, true), quote!(wire::Direction::ToClient)),
+        ((true, true), quote!(wire::Direction::Both)),
+    ]
+    .into_iter()
+    .filter_map(|(dir, value)| {
+        let idents: Vec<_> = methods
+            .iter()
+            .filter(|m| (m.direction.to_server, m.direction.to_client) == dir)
+            .map(|m| method_ident(m))
+            .collect();
+        (!idents.is_empty()).then(|| quote!(#(Method::#idents(_))|* => #value,))
+    });
+
+    quote! {
+        /// Any method of the protocol: what a method frame carries.
+        ///
+        /// [`Method::decode`] reads one from a method frame's payload after the class and
+        /// method ids; [`Method::encode`] writes its arguments. Each variant's struct converts
+        /// into a `Method` with `From` and back with `TryFrom` (which returns the `Method`
+        /// unchanged when it is another method).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum Method {
+            #(#variants)*
+        }
+
+        impl Method {
+            /// The method's class and method id.
+            #[inline]
+            pub fn id(&self) -> wire::MethodId {
+                match self {
+                    #(#id_arms)*
+                }
+            }
+
+            /// The method's dotted name in the specification (`queue.declare`).
+            pub fn name(&self) -> &'static str {
+                match self {
+                    #(#name_arms)*
+                }
+            }
+
+            /// The class the method belongs to.
+            pub fn class(&self) -> Class {
+                match self {
+                    #(#class_arms)*
+                }
+            }
+
+            /// Whether the specification marks the method synchronous: a request that waits
+            /// for its reply, or a reply.
+            pub fn synchronous(&self) -> bool {
+                #synchronous
+            }
+
+            /// Whether a content header and body frames follow the method.
+            pub fn carries_content(&self) -> bool {
+                #content
+            }
+
+            /// Which peer may send the method.
+            pub fn direction(&self) -> wire::Direction {
+                match self {
+                    #(#direction_arms)*
+                }
+            }
+
+            /// Appends the method's arguments (not its ids) to `out`.
+            pub fn encode(&self, out: &mut wire::Writer<'_>) {
+                match self {
+                    #(#encode_arms)*
+                }
+            }
+
+            /// Reads the arguments of method `id` from `input`: the rest of a method frame's
+            /// payload after the class and method ids.
+            ///
+            /// # Errors
+            ///
+            /// [`wire::DecodeError::UnknownMethod`] for an id the specification does not
+            /// define; any other [`wire::DecodeError`] for arguments that are truncated or
+            /// malformed.
+            pub fn decode(id: wire::MethodId, input: &mut wire::Reader) -> Result<Method, wire::DecodeError> {
+                match (id.class, id.method) {
+                    #(#decode_arms)*
+                    (class, method) => Err(wire::DecodeError::UnknownMethod { class, method }),
+                }
+            }
+        }
+    }
+}
+
+fn conversions(spec: &Spec) -> TokenStream {
+    let single = spec.methods().count() == 1;
+    // With one method, `other => Err(other)` can never match.
+    let allow = single.then(|| quote!(#[allow(unreachable_patterns)]));
+    let impls = spec.methods().map(|m| {
+        let ident = method_ident(m);
+        quote! {
+            impl From<#ident> for Method {
+                #[inline]
+                fn from(method: #ident) -> Self {
+                    Method::#ident(method)
+                }
+            }
+
+            impl TryFrom<Method> for #ident {
+                type Error = Method;
+
+                #[inline]
+                #allow
+                fn try_from(method: Method) -> Result<Self, Method> {
+                    match method {
+                        Method::#ident(method) => Ok(method),
+                        other => Err(other),
+                    }
+                }
+            }
+        }
+    });
+    quote!(#(#impls)*)
+}
+
+fn request_trait() -> TokenStream {
+    quote! {
+        /// A method that expects a reply: it has `<response>`s in the specification.
+        ///
+        /// Lets a caller send `R` and wait for an `R::Reply`: the reply is the one method that
+        /// answers `R`, or an enum of them when several may (`BasicGetReply`). A frame whose
+        /// method id is not in [`Request::REPLIES`] is not the reply.
+        pub trait Request: wire::AmqpMethod + Into<Method> {
+            /// What answers the request.
+            type Reply: TryFrom<Method, Error = Method>;
+
+            /// The ids of the methods that may answer the request.
+            const REPLIES: &'static [wire::MethodId];
+
+            /// Whether this request asks the peer not to reply (its `no-wait` field set).
+            /// Always `false` for requests without a `no-wait` field.
+            #[inline]
+            fn no_wait(&self) -> bool {
+                false
+            }
+        }
+    }
+}

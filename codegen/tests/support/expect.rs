@@ -1,0 +1,70 @@
+//! Comparing generated output with checked-in expectations, bindgen style: a mismatch fails
+//! with a diff, and only `WARREN_BLESS=1` rewrites an expectation.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// `codegen/`.
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The workspace root (`codegen/..`).
+pub fn workspace_dir() -> PathBuf {
+    manifest_dir().join("..")
+}
+
+/// `codegen/tests/fixtures/`.
+pub fn fixtures_dir() -> PathBuf {
+    manifest_dir().join("tests/fixtures")
+}
+
+/// The shared reference specs (`../shared/reference` beside the workspace), if present.
+pub fn reference_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/reference"
+    ));
+    dir.is_dir().then_some(dir)
+}
+
+/// Whether `WARREN_BLESS=1` asks to rewrite expectations.
+pub fn blessing() -> bool {
+    std::env::var_os("WARREN_BLESS").is_some_and(|v| v == "1")
+}
+
+/// Compares `actual` with the file at `expected`. Under `WARREN_BLESS=1` writes `actual` there
+/// instead. Otherwise a missing file or a difference fails the test with a readable diff; the
+/// file is never touched.
+pub fn check(expected: &Path, actual: &str) {
+    if blessing() {
+        let unchanged = std::fs::read_to_string(expected).is_ok_and(|old| old == actual);
+        if !unchanged {
+            std::fs::write(expected, actual)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", expected.display()));
+            eprintln!("blessed {}", expected.display());
+        }
+        return;
+    }
+    let Ok(old) = std::fs::read_to_string(expected) else {
+        panic!(
+            "{} does not exist; review the output, then create it with WARREN_BLESS=1 cargo test -p warren-codegen",
+            expected.display()
+        );
+    };
+    if let Some(diff) = warren_codegen::diff::unified(
+        &old,
+        actual,
+        &expected.display().to_string(),
+        "generated",
+        200,
+    ) {
+        panic!(
+            "generated code differs from {}: {}\n\
+             If the change is intended, review it and rerun with WARREN_BLESS=1.\n\n{diff}",
+            expected.display(),
+            diff.lines().next().unwrap_or_default()
+        );
+    }
+}
