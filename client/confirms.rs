@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use crate::channel::Channel;
 use crate::error::{Error, Result};
 use crate::message::ReturnedMessage;
 use crate::wire::ShortString;
@@ -54,16 +55,13 @@ impl Confirmation {
 #[derive(Debug)]
 pub struct PublishConfirm {
     receiver: oneshot::Receiver<Result<Confirmation>>,
-    /// The error to give if the driver vanished without answering.
-    lost: Option<Error>,
+    /// Asked for the close reason if the driver vanished without answering.
+    channel: Channel,
 }
 
 impl PublishConfirm {
-    pub(crate) fn new(receiver: oneshot::Receiver<Result<Confirmation>>, lost: Error) -> Self {
-        Self {
-            receiver,
-            lost: Some(lost),
-        }
+    pub(crate) fn new(receiver: oneshot::Receiver<Result<Confirmation>>, channel: Channel) -> Self {
+        Self { receiver, channel }
     }
 }
 
@@ -73,9 +71,7 @@ impl Future for PublishConfirm {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.receiver).poll(cx) {
             Poll::Ready(Ok(result)) => Poll::Ready(result),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(self.lost.take().unwrap_or(
-                Error::InvalidState("publish confirmation polled after completion"),
-            ))),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(self.channel.closed_error())),
             Poll::Pending => Poll::Pending,
         }
     }

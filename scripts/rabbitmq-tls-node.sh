@@ -276,12 +276,11 @@ do_start() {
         node_running "$name" "$plain" && continue
         port_answers "$tls" && die "port $tls (TLS listener of $name) is in use by another process"
         write_node_config "$name" "$plain" "$tls"
-        "$node_sh" start "$name" "$plain" | sed "s/^/  /"
     done
-    # Boot in parallel: about 7 s for one node alone here, about the same for three at once.
+    # The nodes boot in parallel (`start` is a no-op for a running node; `wait` returns at once).
     for n in "${nodes[@]}"; do
         read -r name plain _ <<<"$n"
-        "$node_sh" wait "$name" "$plain" | sed "s/^/  /" &
+        { "$node_sh" start "$name" "$plain" && "$node_sh" wait "$name" "$plain"; } | sed "s/^/  /" &
         pids+=($!)
     done
     for n in "${pids[@]}"; do wait "$n" || die "a node failed to boot (see above)"; done
@@ -330,7 +329,7 @@ handshake() {
         ! grep -qE 'alert|error:|verify error' <<<"$out"; then
         proto=$(grep -m1 -oE 'Protocol *: *TLSv[0-9.]+' <<<"$out" || grep -m1 -oE 'New, TLSv[0-9.]+' <<<"$out" || true)
         cipher=$(grep -m1 -oE 'Cipher is [A-Z0-9_-]+' <<<"$out" || true)
-        echo "ok ${proto##* } ${cipher##* } $(grep -m1 -oE 'PLAIN[A-Z ]*' <<<"$out" || true)"
+        echo "ok ${proto##* } ${cipher##* } $(grep -m1 -oE '[A-Z][A-Z ]*PLAIN[A-Z ]*' <<<"$out" | head -n1 || true)"
     else
         grep -m1 -E 'alert|error:|verify error' <<<"$out" |
             sed -E 's/^[0-9A-F]+:error:[0-9A-F]+:SSL routines:[a-z0-9_]+://; s/:\.\.\/ssl.*//' || echo "failed"
@@ -361,7 +360,6 @@ do_check() {
     expect 'legacy sigalg disallowed' "rabbittls-old: TLS 1.1 at default SECLEVEL refused" "$tls11_port" "${ca[@]}" -tls1_1
     expect 'unsupported protocol' "rabbittls-old: TLS 1.2 refused" "$tls11_port" "${ca[@]}" -tls1_2
     expect 'certificate has expired' "rabbittls-expired: expired server cert refused" "$expired_port" "${ca[@]}" -verify_hostname localhost
-    expect '^ok TLSv1\.3 .* PLAIN AMQPLAIN$' "rabbittls-expired: served when not verified" "$expired_port" -verify_hostname localhost -verify_return_error -CAfile /dev/null -no-CAfile -no-CApath -no-CAstore -verify 0
     wait
     for i in "${!wants[@]}"; do
         local got

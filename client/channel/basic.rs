@@ -159,43 +159,61 @@ impl Channel {
         body: Bytes,
         properties: BasicProperties,
     ) -> Result<PublishConfirm> {
+        let shared = self.shared();
+        // Honour channel.flow: publishes wait while the broker has paused the channel.
+        let paused = !*shared.flow.borrow();
+        let limit = shared.in_flight.get();
+        // The common case waits for nothing, so it needs no timer.
+        let (fast, permit) = match (paused, limit) {
+            (true, _) => (false, None),
+            (false, None) => (true, None),
+            (false, Some(limit)) => match limit.clone().try_acquire_owned() {
+                Ok(permit) => (true, Some(permit)),
+                Err(_) => (false, None),
+            },
+        };
+        let (reply, receiver) = oneshot::channel();
+        let mut command = Command::Publish(Publish {
+            channel: self.id(),
+            method,
+            properties,
+            body,
+            reply,
+            permit,
+        });
+        if fast {
+            match self.try_command(command)? {
+                None => return Ok(PublishConfirm::new(receiver, self.clone())),
+                // The driver's queue is full: wait for room below, within the deadline.
+                Some(back) => command = back,
+            }
+        }
         let enqueue = async {
-            // Honour channel.flow: publishes wait while the broker has paused the channel.
-            let mut flow = self.shared().flow.subscribe();
-            if !*flow.borrow_and_update() {
+            if paused {
+                let mut flow = shared.flow.subscribe();
                 flow.wait_for(|active| *active)
                     .await
                     .map_err(|_| self.closed_error())?;
             }
-            let permit = match self.shared().in_flight.get() {
-                Some(limit) => Some(
-                    limit
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| self.closed_error())?,
-                ),
-                None => None,
-            };
-            let (reply, receiver) = oneshot::channel();
-            self.command(Command::Publish(Publish {
-                channel: self.id(),
-                method,
-                properties,
-                body,
-                reply,
-                permit,
-            }))
-            .await?;
-            Ok::<_, Error>(receiver)
+            if let (Some(limit), Command::Publish(publish)) = (limit, &mut command)
+                && publish.permit.is_none()
+            {
+                let permit = limit
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| self.closed_error())?;
+                publish.permit = Some(permit);
+            }
+            self.command(command).await
         };
-        let receiver = tokio::time::timeout(self.timeout(), enqueue)
+        tokio::time::timeout(self.timeout(), enqueue)
             .await
             .map_err(|_| Error::Timeout {
                 operation: "basic.publish",
                 after: self.timeout(),
             })??;
-        Ok(PublishConfirm::new(receiver, self.closed_error()))
+        Ok(PublishConfirm::new(receiver, self.clone()))
     }
 
     /// Fetches one message from `queue` (`basic.get`), or `None` if it is empty.
@@ -295,7 +313,7 @@ impl Channel {
     /// the publish's [`Confirmation::Returned`](crate::Confirmation::Returned).
     pub fn returns(&self) -> Returns {
         Returns {
-            inner: BroadcastStream::new(self.shared().returns.subscribe()),
+            inner: BroadcastStream::new(self.shared().subscribe_returns()),
         }
     }
 }

@@ -46,7 +46,8 @@ pub(crate) struct ChannelShared {
     pub prefetch: AtomicU16,
     /// `false` while the broker has paused the channel with `channel.flow`.
     pub flow: watch::Sender<bool>,
-    pub returns: broadcast::Sender<ReturnedMessage>,
+    /// Returned messages go out here; taken (so that `returns()` streams end) at close.
+    returns: Mutex<Option<broadcast::Sender<ReturnedMessage>>>,
 }
 
 impl ChannelShared {
@@ -59,7 +60,7 @@ impl ChannelShared {
             in_flight: OnceLock::new(),
             prefetch: AtomicU16::new(0),
             flow: watch::Sender::new(true),
-            returns: broadcast::Sender::new(RETURNS_CAPACITY),
+            returns: Mutex::new(Some(broadcast::Sender::new(RETURNS_CAPACITY))),
         }
     }
 
@@ -74,8 +75,26 @@ impl ChannelShared {
             *closed = Some(reason);
         }
         self.open.store(false, Ordering::Release);
+        drop(closed);
         // Wake publishers waiting for flow, so they see the close.
         self.flow.send_replace(true);
+        // End the returns streams.
+        self.returns.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Passes a returned message to the returns streams; `false` if nobody listens.
+    pub(crate) fn publish_return(&self, message: ReturnedMessage) -> bool {
+        let returns = self.returns.lock().unwrap_or_else(|e| e.into_inner());
+        returns.as_ref().is_some_and(|r| r.send(message).is_ok())
+    }
+
+    /// A receiver of returned messages; already ended if the channel is closed.
+    pub(crate) fn subscribe_returns(&self) -> broadcast::Receiver<ReturnedMessage> {
+        let returns = self.returns.lock().unwrap_or_else(|e| e.into_inner());
+        match returns.as_ref() {
+            Some(sender) => sender.subscribe(),
+            None => broadcast::Sender::new(1).subscribe(),
+        }
     }
 
     /// Why the channel is closed, if it is.
@@ -297,6 +316,18 @@ impl Channel {
             .send(command)
             .await
             .map_err(|_| self.closed_error())
+    }
+
+    /// Queues a command if the driver's queue has room; gives it back if it is full.
+    pub(crate) fn try_command(&self, command: Command) -> Result<Option<Command>> {
+        if let Some(error) = self.handle.shared.closed_reason() {
+            return Err(error);
+        }
+        self.handle
+            .connection
+            .inner
+            .try_send(command)
+            .map_err(|()| self.closed_error())
     }
 
     /// The error to report when the channel or its connection has gone away.

@@ -111,6 +111,16 @@ impl ConnectionInner {
         self.commands.send(command).await.map_err(drop)
     }
 
+    /// Queues a command if there is room; gives it back if the queue is full, fails if the
+    /// driver is gone.
+    pub(crate) fn try_send(&self, command: Command) -> std::result::Result<Option<Command>, ()> {
+        match self.commands.try_send(command) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(command)) => Ok(Some(command)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        }
+    }
+
     /// Queues a command without waiting (from `Drop`).
     pub(crate) fn control(&self, command: Command) {
         let _ = self.control.send(command);

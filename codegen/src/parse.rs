@@ -392,6 +392,10 @@ fn node(tag: &BytesStart<'_>, at: Location) -> Result<Node, Error> {
 
 fn attach(node: Node, stack: &mut [Node], root: &mut Option<Node>) -> Result<(), Error> {
     if let Some(parent) = stack.last_mut() {
+        // A `<see>` inside a `<doc>` is part of the doc's running text: keep it in place.
+        if parent.name == "doc" && node.name == "see" {
+            parent.text.push_str(&node.text);
+        }
         parent.children.push(node);
         return Ok(());
     }
@@ -650,19 +654,17 @@ fn chassis(node: &Node) -> Result<RawChassis, Error> {
 }
 
 fn doc(node: &Node) -> Result<RawDoc, Error> {
-    // `<see>` children are cross-references: their text belongs to the doc. quick-xml hands
-    // text and children separately, so a doc with `<see>` is rebuilt from the child texts.
-    let mut text = node.text.clone();
+    // `<see>` children are cross-references whose text is already in place in the doc's
+    // text (see `attach`); nothing else may be inside a doc.
     for child in &node.children {
         if child.name != "see" || !child.children.is_empty() {
             return Err(node.unexpected(child));
         }
-        text.push_str(&child.text);
     }
     Ok(RawDoc {
         at: node.at.clone(),
         kind: node.opt("type"),
-        text,
+        text: node.text.clone(),
     })
 }
 

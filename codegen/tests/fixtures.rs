@@ -160,7 +160,7 @@ fn broken_fixtures_give_typed_errors_at_their_position() {
         if !expected(&error) {
             failures.push(format!("{name}: wrong error: {error:?}"));
         }
-        if (at.line, at.column) != (*line, *column) || &*at.file != file {
+        if (at.line, at.column) != (*line, *column) || *at.file != *file {
             failures.push(format!(
                 "{name}: at {at}, expected {file}:{line}:{column} ({error})"
             ));

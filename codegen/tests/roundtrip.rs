@@ -98,11 +98,11 @@ fn method_constants_come_from_the_spec() {
     use one_class::*;
     assert_eq!(EchoPing::ID, MethodId::new(100, 10));
     assert_eq!(EchoPing::NAME, "echo.ping");
-    assert!(EchoPing::SYNCHRONOUS);
-    assert!(!EchoPing::CARRIES_CONTENT);
+    const { assert!(EchoPing::SYNCHRONOUS) };
+    const { assert!(!EchoPing::CARRIES_CONTENT) };
     assert_eq!(EchoPing::DIRECTION, Direction::ToServer);
     assert_eq!(EchoPong::DIRECTION, Direction::ToClient);
-    assert!(!EchoNotice::SYNCHRONOUS);
+    const { assert!(!EchoNotice::SYNCHRONOUS) };
     // A unit struct for a method without arguments: nothing on the wire.
     roundtrip(&EchoNotice, &[]);
 }
@@ -342,8 +342,8 @@ fn a_second_flag_word_holds_properties_sixteen_on() {
 #[test]
 fn content_methods_say_so() {
     use content::*;
-    assert!(BasicPublish::CARRIES_CONTENT);
-    assert!(!BasicLogin::CARRIES_CONTENT);
+    const { assert!(BasicPublish::CARRIES_CONTENT) };
+    const { assert!(!BasicLogin::CARRIES_CONTENT) };
     let m = BasicPublish {
         exchange: ShortString::from_static("e"),
         mandatory: true,

@@ -177,6 +177,7 @@ fn method_enum(spec: &Spec) -> TokenStream {
         /// unchanged when it is another method).
         #[derive(Debug, Clone, PartialEq, Eq)]
         #[non_exhaustive]
+        #[allow(clippy::enum_variant_names)]
         pub enum Method {
             #(#variants)*
         }

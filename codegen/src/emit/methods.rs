@@ -358,6 +358,7 @@ fn reply_enum(spec: &Spec, m: &Method, name: &Ident) -> TokenStream {
     quote! {
         #docs
         #[derive(Debug, Clone, PartialEq, Eq)]
+        #[allow(clippy::enum_variant_names)]
         pub enum #name {
             #(#variants)*
         }

@@ -333,6 +333,7 @@ impl Class {
 /// unchanged when it is another method).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(clippy::enum_variant_names)]
 pub enum Method {
     /// [`ConnectionStart`] (`connection.start`).
     ConnectionStart(ConnectionStart),
@@ -4412,6 +4413,7 @@ impl Request for BasicGet {
 
 /// The reply to [`BasicGet`]: [`BasicGetOk`] or [`BasicGetEmpty`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)]
 pub enum BasicGetReply {
     /// The reply [`BasicGetOk`].
     GetOk(BasicGetOk),
