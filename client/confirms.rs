@@ -318,6 +318,12 @@ mod tests {
         rx.try_recv().ok()
     }
 
+    fn confirmed(rx: oneshot::Receiver<Result<Confirmation>>) -> Confirmation {
+        outcome(rx)
+            .expect("the publish was settled")
+            .expect("the publish was confirmed")
+    }
+
     #[test]
     fn acks_nacks_and_multiple_settle_the_right_tags() {
         let mut ledger = ConfirmLedger::new();
@@ -326,10 +332,11 @@ mod tests {
         ledger.settle(2, false, false);
         ledger.settle(3, true, true);
         assert_eq!(ledger.unsettled(), 2);
-        let results: Vec<_> = rx.by_ref().take(3).map(outcome).collect();
-        assert_eq!(results[0], Some(Ok(Confirmation::Ack)));
-        assert_eq!(results[1], Some(Ok(Confirmation::Nack)));
-        assert_eq!(results[2], Some(Ok(Confirmation::Ack)));
+        let results: Vec<_> = rx.by_ref().take(3).map(confirmed).collect();
+        assert_eq!(
+            results,
+            [Confirmation::Ack, Confirmation::Nack, Confirmation::Ack]
+        );
         assert_eq!(ledger.next_tag(), 6);
         let error = Error::ChannelClosed {
             channel: 1,
@@ -351,11 +358,9 @@ mod tests {
         let second = publish(&mut ledger, "unroutable");
         ledger.returned(returned("unroutable"));
         ledger.settle(2, true, true);
-        assert_eq!(outcome(first), Some(Ok(Confirmation::Ack)));
-        match outcome(second) {
-            Some(Ok(Confirmation::Returned(message))) => {
-                assert_eq!(message.routing_key, "unroutable")
-            }
+        assert_eq!(confirmed(first), Confirmation::Ack);
+        match confirmed(second) {
+            Confirmation::Returned(message) => assert_eq!(message.routing_key, "unroutable"),
             other => panic!("expected a returned confirmation, got {other:?}"),
         }
     }

@@ -19,6 +19,8 @@ pub use content::{Content, ContentAssembler, DEFAULT_MAX_BODY_SIZE, body_chunks}
 use bytes::Bytes;
 
 use crate::protocol::Method;
+#[cfg(test)]
+use crate::wire::DecodeError;
 
 /// The eight bytes a client sends first: `AMQP`, 0, and the version 0-9-1.
 pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
@@ -96,3 +98,6 @@ pub struct ContentHeader {
     /// Property flags and property list, as received.
     pub properties: Bytes,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+//! Frames written by hand from the specification, to pin the byte layout, and properties of
+//! the frame decoder over arbitrary input.
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+
+use super::*;
+use crate::protocol::{
+    BasicDeliver, BasicProperties, BasicPublish, ConnectionStartOk, Method,
+};
+use crate::wire::{ContentProperties, FieldTable, LongString, Reader, ShortString, Timestamp};
+
+/// Decodes every frame in `bytes`, which must hold whole frames only.
+fn decode_all(bytes: &[u8], max: u32) -> Vec<Frame> {
+    let decoder = FrameDecoder::new(max);
+    let mut buf = BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+        frames.push(frame);
+    }
+    assert!(buf.is_empty(), "trailing bytes: {buf:?}");
+    frames
+}
+
+#[test]
+fn protocol_header_is_amqp_0_9_1() {
+    assert_eq!(&PROTOCOL_HEADER, b"AMQP\x00\x00\x09\x01");
+}
+
+#[test]
+fn heartbeat_frame_bytes() {
+    let mut buf = BytesMut::new();
+    encode_heartbeat(&mut buf);
+    assert_eq!(&buf[..], &[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+    assert_eq!(decode_all(&buf, 4096), [Frame::Heartbeat]);
+}
+
+#[test]
+fn connection_start_ok_bytes() {
+    let start_ok = ConnectionStartOk {
+        client_properties: FieldTable::new().with("product", "warren"),
+        mechanism: ShortString::from_static("PLAIN"),
+        response: LongString::from("\0guest\0guest"),
+        locale: ShortString::from_static("en_US"),
+    };
+    let mut buf = BytesMut::new();
+    encode_method(&mut buf, 0, &start_ok, 4096).unwrap();
+    #[rustfmt::skip]
+    let payload: &[u8] = &[
+        0, 10, 0, 11,                                   // connection.start-ok
+        0, 0, 0, 19,                                    // client-properties: 19 bytes
+        7, b'p', b'r', b'o', b'd', b'u', b'c', b't',
+        b'S', 0, 0, 0, 6, b'w', b'a', b'r', b'r', b'e', b'n',
+        5, b'P', b'L', b'A', b'I', b'N',                // mechanism
+        0, 0, 0, 12, 0, b'g', b'u', b'e', b's', b't', 0, b'g', b'u', b'e', b's', b't', // response
+        5, b'e', b'n', b'_', b'U', b'S',                // locale
+    ];
+    let mut expected = vec![1, 0, 0];
+    expected.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    expected.extend_from_slice(payload);
+    expected.push(0xCE);
+    assert_eq!(&buf[..], &expected[..]);
+    assert_eq!(
+        decode_all(&buf, 4096),
+        [Frame::Method {
+            channel: 0,
+            method: Method::ConnectionStartOk(start_ok)
+        }]
+    );
+}
+
+/// basic.publish on channel 1, its content header (content_type, delivery_mode and three
+/// headers) and a 16-byte body, as the benchmark encodes them.
+#[test]
+fn basic_publish_with_content_bytes() {
+    let publish = BasicPublish {
+        exchange: ShortString::from_static("ex"),
+        routing_key: ShortString::from_static("rk"),
+        mandatory: true,
+        immediate: false,
+    };
+    let properties = BasicProperties {
+        content_type: Some(ShortString::from_static("text/plain")),
+        delivery_mode: Some(2),
+        headers: Some(
+            FieldTable::new()
+                .with("a", 1i32)
+                .with("b", "x")
+                .with("c", true),
+        ),
+        ..Default::default()
+    };
+    let body = Bytes::from_static(b"0123456789abcdef");
+    let mut buf = BytesMut::new();
+    encode_method(&mut buf, 1, &publish, 4096).unwrap();
+    encode_content(&mut buf, 1, &properties, &body, 4096).unwrap();
+
+    #[rustfmt::skip]
+    let method: &[u8] = &[
+        1, 0, 1, 0, 0, 0, 13,                 // method frame, channel 1, 13 bytes
+        0, 60, 0, 40,                         // basic.publish
+        0, 0,                                 // reserved-1 (ticket)
+        2, b'e', b'x', 2, b'r', b'k',         // exchange, routing key
+        0b01,                                 // mandatory, not immediate
+        0xCE,
+    ];
+    #[rustfmt::skip]
+    let header: &[u8] = &[
+        2, 0, 1, 0, 0, 0, 49,                 // header frame, channel 1, 49 bytes
+        0, 60, 0, 0,                          // class basic, weight 0
+        0, 0, 0, 0, 0, 0, 0, 16,              // body size 16
+        0b1011_0000, 0b0000_0000,             // content-type, headers, delivery-mode present
+        10, b't', b'e', b'x', b't', b'/', b'p', b'l', b'a', b'i', b'n',
+        0, 0, 0, 19,                          // headers: 19 bytes
+        1, b'a', b'I', 0, 0, 0, 1,
+        1, b'b', b'S', 0, 0, 0, 1, b'x',
+        1, b'c', b't', 1,
+        2,                                    // delivery-mode 2
+        0xCE,
+    ];
+    #[rustfmt::skip]
+    let body_frame: &[u8] = &[
+        3, 0, 1, 0, 0, 0, 16,
+        b'0', b'1', b'2', b'3', b'4', b'5', b'6', b'7', b'8', b'9', b'a', b'b', b'c', b'd', b'e', b'f',
+        0xCE,
+    ];
+    let expected = [method, header, body_frame].concat();
+    assert_eq!(&buf[..], &expected[..]);
+
+    let frames = decode_all(&buf, 4096);
+    assert_eq!(
+        frames[0],
+        Frame::Method {
+            channel: 1,
+            method: Method::BasicPublish(publish)
+        }
+    );
+    let Frame::Header { channel: 1, header } = &frames[1] else {
+        panic!("expected a header frame, got {:?}", frames[1]);
+    };
+    assert_eq!((header.class_id, header.body_size), (60, 16));
+    let decoded = BasicProperties::decode(&mut Reader::new(header.properties.clone())).unwrap();
+    assert_eq!(decoded, properties);
+    assert_eq!(
+        frames[2],
+        Frame::Body {
+            channel: 1,
+            payload: body
+        }
+    );
+}
+
+#[test]
+fn basic_deliver_decodes_zero_copy() {
+    let deliver = BasicDeliver {
+        consumer_tag: ShortString::from_static("ctag"),
+        delivery_tag: 7,
+        redelivered: true,
+        exchange: ShortString::from_static(""),
+        routing_key: ShortString::from_static("q"),
+    };
+    let mut buf = BytesMut::new();
+    encode_method(&mut buf, 3, &deliver, 4096).unwrap();
+    encode_content(
+        &mut buf,
+        3,
+        &BasicProperties {
+            timestamp: Some(Timestamp(1)),
+            ..Default::default()
+        },
+        &Bytes::from_static(b"body"),
+        4096,
+    )
+    .unwrap();
+    let start = buf.as_ptr() as usize;
+    let end = start + buf.len();
+    let frames = decode_all(&buf.clone(), 4096);
+    assert_eq!(
+        frames[0],
+        Frame::Method {
+            channel: 3,
+            method: Method::BasicDeliver(deliver)
+        }
+    );
+    // The body is a slice of the buffer it was read from, not a copy.
+    let decoder = FrameDecoder::new(4096);
+    let mut read = buf;
+    let mut last = None;
+    while let Some(frame) = decoder.decode(&mut read).unwrap() {
+        last = Some(frame);
+    }
+    let Some(Frame::Body { payload, .. }) = last else {
+        panic!("expected a body frame last");
+    };
+    let at = payload.as_ptr() as usize;
+    assert!((start..end).contains(&at), "body was copied");
+}
+
+#[test]
+fn declared_size_is_checked_before_the_payload_arrives() {
+    // Only the 7-byte header of a 1 GiB frame.
+    let mut buf = BytesMut::from(&[1u8, 0, 1, 0x40, 0, 0, 0][..]);
+    assert_eq!(
+        FrameDecoder::new(131_072).decode(&mut buf),
+        Err(DecodeError::FrameTooLarge {
+            size: 0x4000_0000 + 8,
+            max: 131_072
+        })
+    );
+}
+
+#[test]
+fn partial_frames_wait_for_more_bytes() {
+    let mut whole = BytesMut::new();
+    encode_heartbeat(&mut whole);
+    let decoder = FrameDecoder::default();
+    let mut buf = BytesMut::new();
+    for &byte in &whole[..whole.len() - 1] {
+        buf.extend_from_slice(&[byte]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+    }
+    buf.extend_from_slice(&whole[whole.len() - 1..]);
+    assert_eq!(decoder.decode(&mut buf), Ok(Some(Frame::Heartbeat)));
+}
+
+#[test]
+fn malformed_frames_are_typed_errors() {
+    let decoder = FrameDecoder::default();
+    let cases: [(&[u8], DecodeError); 6] = [
+        (&[8, 0, 0, 0, 0, 0, 0, 0xCD], DecodeError::BadFrameEnd(0xCD)),
+        (&[9, 0, 0, 0, 0, 0, 0, 0xCE], DecodeError::UnknownFrameType(9)),
+        (
+            &[8, 0, 1, 0, 0, 0, 0, 0xCE],
+            DecodeError::WrongChannel {
+                frame: "heartbeat",
+                channel: 1,
+            },
+        ),
+        (
+            &[3, 0, 0, 0, 0, 0, 0, 0xCE],
+            DecodeError::WrongChannel {
+                frame: "content body",
+                channel: 0,
+            },
+        ),
+        (
+            &[1, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, 0xCE],
+            DecodeError::UnknownMethod { class: 99, method: 1 },
+        ),
+        (
+            &[1, 0, 1, 0, 0, 0, 3, 0, 60, 0, 0xCE],
+            DecodeError::Truncated {
+                needed: 2,
+                remaining: 1,
+            },
+        ),
+    ];
+    for (bytes, expected) in cases {
+        assert_eq!(
+            decoder.decode(&mut BytesMut::from(bytes)),
+            Err(expected.clone()),
+            "{bytes:?}"
+        );
+    }
+}
+
+#[test]
+fn oversized_methods_are_refused_without_writing() {
+    let mut buf = BytesMut::from(&b"before"[..]);
+    let big = ConnectionStartOk {
+        response: LongString::from(vec![0u8; 5000]),
+        ..Default::default()
+    };
+    let error = encode_method(&mut buf, 0, &big, 4096).unwrap_err();
+    assert_eq!(error.max, 4096);
+    assert_eq!(&buf[..], b"before");
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic_the_frame_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+        let decoder = FrameDecoder::new(4096);
+        let mut buf = BytesMut::from(&bytes[..]);
+        // Each Ok(Some) consumes at least 8 bytes, so this ends.
+        while let Ok(Some(_)) = decoder.decode(&mut buf) {}
+    }
+
+    #[test]
+    fn arbitrary_payloads_in_valid_frames_never_panic(
+        kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(8)],
+        channel in 0u16..3,
+        payload in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut bytes = vec![kind];
+        bytes.extend_from_slice(&channel.to_be_bytes());
+        bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes.push(0xCE);
+        let mut buf = BytesMut::from(&bytes[..]);
+        if let Ok(Some(Frame::Header { header, .. })) = FrameDecoder::new(4096).decode(&mut buf) {
+            let _ = BasicProperties::decode(&mut Reader::new(header.properties));
+        }
+    }
+}
