@@ -1,0 +1,1 @@
+//! Benchmark programs; see `benches/` and `src/bin/`.
