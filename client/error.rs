@@ -90,7 +90,7 @@ impl fmt::Display for Close {
         }
         write!(f, " - {}", self.text.trim())?;
         if let Some(method) = self.method {
-            match None::<&str> {
+            match crate::protocol::Method::name_of(method) {
                 Some(name) => write!(f, " (in reply to {name})")?,
                 None => write!(f, " (in reply to method {method})")?,
             }

@@ -57,6 +57,7 @@ where="$host:$port"
 [[ $host == *:* ]] && where="[$host]:$port"
 
 # --- probe (run under `timeout`, so it is passed to a child bash by `declare -f`)
+# shellcheck disable=SC2317 # invoked indirectly
 probe() { # probe HOST PORT SCHEME
     local b
     LC_ALL=C
@@ -115,7 +116,10 @@ if command -v rabbitmq-server >/dev/null 2>&1; then
         echo "$prog: port $port run: scripts/rabbitmq-node.sh start NAME $port && scripts/rabbitmq-node.sh wait NAME $port" >&2
         exit 1
     fi
-    if [[ -d /run/systemd/system ]] && systemctl cat rabbitmq-server.service >/dev/null 2>&1; then
+    if rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+        # Booting, or listening elsewhere (/etc/rabbitmq/rabbitmq.conf): a second launch would fail.
+        log "the rabbitmq-server node already runs; waiting for it to answer on $where"
+    elif [[ -d /run/systemd/system ]] && systemctl cat rabbitmq-server.service >/dev/null 2>&1; then
         log "starting rabbitmq-server.service"
         systemctl start rabbitmq-server.service
     else

@@ -260,7 +260,7 @@ impl Channel {
             )));
         }
         let method = method.into();
-        if M::SYNCHRONOUS && !method_no_wait(&method) {
+        if M::SYNCHRONOUS && !method.no_wait() {
             return Err(Error::InvalidArgument(format!(
                 "{} expects a reply; use Channel::call, or set its no_wait field",
                 M::NAME
@@ -412,9 +412,4 @@ fn unexpected_reply(request: &'static str, reply: &Method) -> Error {
         request,
         reply: reply.name(),
     }
-}
-
-// TEMPORARY until the generator emits Method::no_wait.
-fn method_no_wait(_m: &Method) -> bool {
-    false
 }

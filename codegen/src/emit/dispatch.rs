@@ -116,6 +116,8 @@ fn method_enum(spec: &Spec) -> TokenStream {
     let mut name_arms = Vec::new();
     let mut encode_arms = Vec::new();
     let mut decode_arms = Vec::new();
+    let mut name_of_arms = Vec::new();
+    let mut no_wait_arms = Vec::new();
     for m in &methods {
         let ident = method_ident(m);
         let summary = match &m.doc.label {
@@ -136,6 +138,11 @@ fn method_enum(spec: &Spec) -> TokenStream {
         id_arms.push(quote!(Method::#ident(_) => wire::MethodId::new(#c, #id),));
         let name = m.full_name();
         name_arms.push(quote!(Method::#ident(_) => #name,));
+        name_of_arms.push(quote!((#c, #id) => Some(#name),));
+        if let Some(field) = m.no_wait_field() {
+            let field = names::field_ident(&field.name);
+            no_wait_arms.push(quote!(Method::#ident(m) => m.#field,));
+        }
         encode_arms.push(quote!(Method::#ident(m) => wire::AmqpMethod::encode(m, out),));
         decode_arms.push(quote! {
             (#c, #id) => <#ident as wire::AmqpMethod>::decode(input).map(Method::#ident),
@@ -168,6 +175,17 @@ fn method_enum(spec: &Spec) -> TokenStream {
         (!idents.is_empty()).then(|| quote!(#(Method::#idents(_))|* => #value,))
     });
 
+    let no_wait_body = if no_wait_arms.is_empty() {
+        quote!(false)
+    } else {
+        quote! {
+            match self {
+                #(#no_wait_arms)*
+                _ => false,
+            }
+        }
+    };
+
     quote! {
         /// Any method of the protocol: what a method frame carries.
         ///
@@ -196,6 +214,21 @@ fn method_enum(spec: &Spec) -> TokenStream {
                 match self {
                     #(#name_arms)*
                 }
+            }
+
+            /// The dotted name of the method with id `id`, or `None` if the specification
+            /// defines no such method. Useful to name the failing method of a close.
+            pub const fn name_of(id: wire::MethodId) -> Option<&'static str> {
+                match (id.class, id.method) {
+                    #(#name_of_arms)*
+                    _ => None,
+                }
+            }
+
+            /// Whether the method asks the peer not to reply: its `no-wait` field is set.
+            /// Always `false` for methods without a `no-wait` field.
+            pub fn no_wait(&self) -> bool {
+                #no_wait_body
             }
 
             /// The class the method belongs to.

@@ -607,6 +607,97 @@ impl Method {
         }
     }
 
+    /// The dotted name of the method with id `id`, or `None` if the specification
+    /// defines no such method. Useful to name the failing method of a close.
+    pub const fn name_of(id: wire::MethodId) -> Option<&'static str> {
+        match (id.class, id.method) {
+            (10, 10) => Some("connection.start"),
+            (10, 11) => Some("connection.start-ok"),
+            (10, 20) => Some("connection.secure"),
+            (10, 21) => Some("connection.secure-ok"),
+            (10, 30) => Some("connection.tune"),
+            (10, 31) => Some("connection.tune-ok"),
+            (10, 40) => Some("connection.open"),
+            (10, 41) => Some("connection.open-ok"),
+            (10, 50) => Some("connection.close"),
+            (10, 51) => Some("connection.close-ok"),
+            (10, 60) => Some("connection.blocked"),
+            (10, 61) => Some("connection.unblocked"),
+            (10, 70) => Some("connection.update-secret"),
+            (10, 71) => Some("connection.update-secret-ok"),
+            (20, 10) => Some("channel.open"),
+            (20, 11) => Some("channel.open-ok"),
+            (20, 20) => Some("channel.flow"),
+            (20, 21) => Some("channel.flow-ok"),
+            (20, 40) => Some("channel.close"),
+            (20, 41) => Some("channel.close-ok"),
+            (40, 10) => Some("exchange.declare"),
+            (40, 11) => Some("exchange.declare-ok"),
+            (40, 20) => Some("exchange.delete"),
+            (40, 21) => Some("exchange.delete-ok"),
+            (40, 30) => Some("exchange.bind"),
+            (40, 31) => Some("exchange.bind-ok"),
+            (40, 40) => Some("exchange.unbind"),
+            (40, 51) => Some("exchange.unbind-ok"),
+            (50, 10) => Some("queue.declare"),
+            (50, 11) => Some("queue.declare-ok"),
+            (50, 20) => Some("queue.bind"),
+            (50, 21) => Some("queue.bind-ok"),
+            (50, 50) => Some("queue.unbind"),
+            (50, 51) => Some("queue.unbind-ok"),
+            (50, 30) => Some("queue.purge"),
+            (50, 31) => Some("queue.purge-ok"),
+            (50, 40) => Some("queue.delete"),
+            (50, 41) => Some("queue.delete-ok"),
+            (60, 10) => Some("basic.qos"),
+            (60, 11) => Some("basic.qos-ok"),
+            (60, 20) => Some("basic.consume"),
+            (60, 21) => Some("basic.consume-ok"),
+            (60, 30) => Some("basic.cancel"),
+            (60, 31) => Some("basic.cancel-ok"),
+            (60, 40) => Some("basic.publish"),
+            (60, 50) => Some("basic.return"),
+            (60, 60) => Some("basic.deliver"),
+            (60, 70) => Some("basic.get"),
+            (60, 71) => Some("basic.get-ok"),
+            (60, 72) => Some("basic.get-empty"),
+            (60, 80) => Some("basic.ack"),
+            (60, 90) => Some("basic.reject"),
+            (60, 100) => Some("basic.recover-async"),
+            (60, 110) => Some("basic.recover"),
+            (60, 111) => Some("basic.recover-ok"),
+            (60, 120) => Some("basic.nack"),
+            (90, 10) => Some("tx.select"),
+            (90, 11) => Some("tx.select-ok"),
+            (90, 20) => Some("tx.commit"),
+            (90, 21) => Some("tx.commit-ok"),
+            (90, 30) => Some("tx.rollback"),
+            (90, 31) => Some("tx.rollback-ok"),
+            (85, 10) => Some("confirm.select"),
+            (85, 11) => Some("confirm.select-ok"),
+            _ => None,
+        }
+    }
+
+    /// Whether the method asks the peer not to reply: its `no-wait` field is set.
+    /// Always `false` for methods without a `no-wait` field.
+    pub fn no_wait(&self) -> bool {
+        match self {
+            Method::ExchangeDeclare(m) => m.no_wait,
+            Method::ExchangeDelete(m) => m.no_wait,
+            Method::ExchangeBind(m) => m.no_wait,
+            Method::ExchangeUnbind(m) => m.no_wait,
+            Method::QueueDeclare(m) => m.no_wait,
+            Method::QueueBind(m) => m.no_wait,
+            Method::QueuePurge(m) => m.no_wait,
+            Method::QueueDelete(m) => m.no_wait,
+            Method::BasicConsume(m) => m.no_wait,
+            Method::BasicCancel(m) => m.no_wait,
+            Method::ConfirmSelect(m) => m.no_wait,
+            _ => false,
+        }
+    }
+
     /// The class the method belongs to.
     pub fn class(&self) -> Class {
         match self {
