@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     let out = PathBuf::from(out_dir).join("protocol.rs");
     match warren_codegen::Generator::new()
         .runtime_path("crate::wire")
+        .proptest_strategies(true)
         .write_if_changed(SPEC, &out)
     {
         Ok(_) => ExitCode::SUCCESS,

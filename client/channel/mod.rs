@@ -79,7 +79,10 @@ impl ChannelShared {
         // Wake publishers waiting for flow, so they see the close.
         self.flow.send_replace(true);
         // End the returns streams.
-        self.returns.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.returns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Passes a returned message to the returns streams; `false` if nobody listens.

@@ -131,4 +131,6 @@ pub trait ContentProperties: Sized {
 }
 
 #[cfg(test)]
+pub(crate) mod arbitrary;
+#[cfg(test)]
 mod tests;

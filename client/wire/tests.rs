@@ -70,17 +70,16 @@ fn table_with_every_tag_matches_hand_written_bytes() {
     assert_eq!(decode_table(&expected).unwrap(), table);
 }
 
-/// Nested tables built as key "a" -> `F` -> table, `depth` levels deep.
+/// Nested tables built as key "a" -> `F` -> table, `depth` levels deep: 7 bytes a level.
 fn nested_tables(depth: usize) -> Vec<u8> {
-    let mut inner: Vec<u8> = 0u32.to_be_bytes().to_vec();
-    for _ in 1..depth {
-        let mut outer = Vec::with_capacity(inner.len() + 7);
-        outer.extend_from_slice(&((inner.len() + 3) as u32).to_be_bytes());
-        outer.extend_from_slice(&[1, b'a', b'F']);
-        outer.extend_from_slice(&inner);
-        inner = outer;
+    let mut bytes = Vec::with_capacity(depth * 7 + 4);
+    for level in (2..=depth).rev() {
+        // A table `level` deep holds 7 bytes per level below it.
+        bytes.extend_from_slice(&(7 * (level as u32 - 1)).to_be_bytes());
+        bytes.extend_from_slice(&[1, b'a', b'F']);
     }
-    inner
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    bytes
 }
 
 #[test]
@@ -183,48 +182,9 @@ fn reserved_fields_are_zero_and_skippable() {
     assert!(input.is_empty());
 }
 
-fn arb_short_string() -> impl Strategy<Value = ShortString> {
-    "\\PC{0,20}".prop_filter_map("at most 255 bytes", |s| ShortString::try_from(s).ok())
-}
-
-fn arb_value() -> impl Strategy<Value = FieldValue> {
-    let leaf = prop_oneof![
-        any::<bool>().prop_map(FieldValue::Bool),
-        any::<i8>().prop_map(FieldValue::I8),
-        any::<u8>().prop_map(FieldValue::U8),
-        any::<i16>().prop_map(FieldValue::I16),
-        any::<u16>().prop_map(FieldValue::U16),
-        any::<i32>().prop_map(FieldValue::I32),
-        any::<u32>().prop_map(FieldValue::U32),
-        any::<i64>().prop_map(FieldValue::I64),
-        any::<f32>().prop_map(FieldValue::F32),
-        any::<f64>().prop_map(FieldValue::F64),
-        (any::<u8>(), any::<i32>())
-            .prop_map(|(scale, value)| FieldValue::Decimal(Decimal { scale, value })),
-        proptest::collection::vec(any::<u8>(), 0..40)
-            .prop_map(|b| FieldValue::LongString(b.into())),
-        any::<u64>().prop_map(|t| FieldValue::Timestamp(Timestamp(t))),
-        Just(FieldValue::Void),
-        proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| FieldValue::ByteArray(b.into())),
-    ];
-    leaf.prop_recursive(4, 64, 8, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..6).prop_map(FieldValue::from),
-            proptest::collection::vec((arb_short_string(), inner), 0..6)
-                .prop_map(|entries| FieldValue::Table(entries.into_iter().collect())),
-        ]
-    })
-}
-
-/// Any table, including duplicate-free entries of every tag, nested a few levels.
-pub(crate) fn arb_table() -> impl Strategy<Value = FieldTable> {
-    proptest::collection::vec((arb_short_string(), arb_value()), 0..8)
-        .prop_map(|entries| entries.into_iter().collect())
-}
-
 proptest! {
     #[test]
-    fn tables_round_trip(table in arb_table()) {
+    fn tables_round_trip(table in arbitrary::table()) {
         let bytes = encode_table(&table);
         let mut input = Reader::new(bytes.freeze());
         prop_assert_eq!(input.table()?, table);

@@ -127,6 +127,7 @@ pub const DEFAULT_RUNTIME_PATH: &str = "crate::wire";
 #[derive(Debug, Clone)]
 pub struct Generator {
     runtime_path: String,
+    proptest_strategies: bool,
 }
 
 impl Default for Generator {
@@ -140,6 +141,7 @@ impl Generator {
     pub fn new() -> Self {
         Self {
             runtime_path: DEFAULT_RUNTIME_PATH.to_owned(),
+            proptest_strategies: false,
         }
     }
 
@@ -165,6 +167,28 @@ impl Generator {
         self
     }
 
+    /// Also emits `#[cfg(test)] pub(crate) mod strategies`: a proptest strategy for every
+    /// method struct, every properties struct, and `strategies::method()` for the `Method`
+    /// enum, so the runtime crate's tests can round-trip every method. Off by default.
+    ///
+    /// The module is only compiled in the runtime crate's `cfg(test)` builds, where it needs
+    /// `proptest` (a dev-dependency) and `wire::arbitrary::{short_string, long_string, table,
+    /// timestamp}` strategies from the runtime.
+    ///
+    /// ```
+    /// let mut generator = warren_codegen::Generator::new();
+    /// generator.proptest_strategies(true);
+    /// # let xml = r#"<amqp major="0" minor="9" revision="1"><class name="c" index="1">
+    /// #   <method name="m" index="1"><chassis name="server"/></method></class></amqp>"#;
+    /// let code = generator.generate_str(xml, "spec.xml")?;
+    /// assert!(code.contains("pub(crate) mod strategies"));
+    /// # Ok::<(), warren_codegen::Error>(())
+    /// ```
+    pub fn proptest_strategies(&mut self, enabled: bool) -> &mut Self {
+        self.proptest_strategies = enabled;
+        self
+    }
+
     /// Generates the Rust file for a spec given as text. `file_name` is used in the
     /// `@generated` header and in error locations.
     ///
@@ -182,7 +206,7 @@ impl Generator {
                 path: self.runtime_path.clone(),
             })?;
         let spec = model::Spec::from_xml(xml, file_name)?;
-        let tokens = emit::file(&spec, &runtime);
+        let tokens = emit::file(&spec, &runtime, self.proptest_strategies);
         format::format(tokens, file_name)
     }
 

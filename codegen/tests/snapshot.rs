@@ -20,6 +20,7 @@ fn snapshot_is_what_the_spec_generates() {
     });
     let code = warren_codegen::Generator::new()
         .runtime_path(RUNTIME_PATH)
+        .proptest_strategies(true)
         .generate_str(&xml, SPEC)
         .unwrap_or_else(|e| panic!("{e}"));
     expect::check(
@@ -38,6 +39,10 @@ fn build_rs_generates_with_the_same_spec_and_options() {
     assert!(
         build.contains(&format!(".runtime_path(\"{RUNTIME_PATH}\")")),
         "build.rs no longer uses runtime path {RUNTIME_PATH}: update this test and the snapshot"
+    );
+    assert!(
+        build.contains(".proptest_strategies(true)"),
+        "build.rs no longer emits the proptest strategies: update this test and the snapshot"
     );
     assert!(build.contains("write_if_changed(SPEC"));
     assert!(build.contains("cargo:rerun-if-changed=amqp-spec"));

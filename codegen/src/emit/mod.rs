@@ -12,6 +12,7 @@ pub(crate) mod constants;
 pub(crate) mod dispatch;
 pub(crate) mod methods;
 pub(crate) mod properties;
+pub(crate) mod strategies;
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -20,8 +21,8 @@ use crate::model::{Field, Method, Spec, Type};
 use crate::names;
 
 /// Emits the whole file (without header) for `spec`. `runtime` is the path generated code
-/// uses to reach the `wire` facade.
-pub(crate) fn file(spec: &Spec, runtime: &syn::Path) -> TokenStream {
+/// uses to reach the `wire` facade; `proptest` adds the test-only [`strategies`] module.
+pub(crate) fn file(spec: &Spec, runtime: &syn::Path, proptest: bool) -> TokenStream {
     let import = match runtime.segments.last() {
         Some(last) if last.ident == "wire" && runtime.segments.len() > 1 => quote!(use #runtime;),
         _ => quote!(use #runtime as wire;),
@@ -61,6 +62,7 @@ pub(crate) fn file(spec: &Spec, runtime: &syn::Path) -> TokenStream {
                 }
             }
         });
+    let strategies = proptest.then(|| strategies::emit(spec));
     quote! {
         #import
         #constants
@@ -68,6 +70,7 @@ pub(crate) fn file(spec: &Spec, runtime: &syn::Path) -> TokenStream {
         #(#methods)*
         #flag_tail
         #redacted
+        #strategies
     }
 }
 

@@ -5287,3 +5287,758 @@ impl ::core::fmt::Debug for Redacted {
         f.write_str("<redacted>")
     }
 }
+
+/// Proptest strategies for every generated type, for the runtime crate's round-trip
+/// tests.
+#[cfg(test)]
+#[allow(clippy::redundant_closure)]
+pub(crate) mod strategies {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_start() -> impl Strategy<Value = ConnectionStart> {
+        (
+            (
+                any::<u8>(),
+                any::<u8>(),
+                wire::arbitrary::table(),
+                wire::arbitrary::long_string(),
+                wire::arbitrary::long_string(),
+            ),
+        )
+            .prop_map(|
+                (
+                    (
+                        version_major,
+                        version_minor,
+                        server_properties,
+                        mechanisms,
+                        locales,
+                    ),
+                )|
+            ConnectionStart {
+                version_major,
+                version_minor,
+                server_properties,
+                mechanisms,
+                locales,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_start_ok() -> impl Strategy<Value = ConnectionStartOk> {
+        (
+            (
+                wire::arbitrary::table(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::long_string(),
+                wire::arbitrary::short_string(),
+            ),
+        )
+            .prop_map(|((client_properties, mechanism, response, locale),)| ConnectionStartOk {
+                client_properties,
+                mechanism,
+                response,
+                locale,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_secure() -> impl Strategy<Value = ConnectionSecure> {
+        ((wire::arbitrary::long_string(),),)
+            .prop_map(|((challenge,),)| ConnectionSecure { challenge })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_secure_ok() -> impl Strategy<Value = ConnectionSecureOk> {
+        ((wire::arbitrary::long_string(),),)
+            .prop_map(|((response,),)| ConnectionSecureOk { response })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_tune() -> impl Strategy<Value = ConnectionTune> {
+        ((any::<u16>(), any::<u32>(), any::<u16>()),)
+            .prop_map(|((channel_max, frame_max, heartbeat),)| ConnectionTune {
+                channel_max,
+                frame_max,
+                heartbeat,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_tune_ok() -> impl Strategy<Value = ConnectionTuneOk> {
+        ((any::<u16>(), any::<u32>(), any::<u16>()),)
+            .prop_map(|((channel_max, frame_max, heartbeat),)| ConnectionTuneOk {
+                channel_max,
+                frame_max,
+                heartbeat,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_open() -> impl Strategy<Value = ConnectionOpen> {
+        ((wire::arbitrary::short_string(),),)
+            .prop_map(|((virtual_host,),)| ConnectionOpen { virtual_host })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_open_ok() -> impl Strategy<Value = ConnectionOpenOk> {
+        Just(ConnectionOpenOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_close() -> impl Strategy<Value = ConnectionClose> {
+        ((any::<u16>(), wire::arbitrary::short_string(), any::<u16>(), any::<u16>()),)
+            .prop_map(|((reply_code, reply_text, class_id, method_id),)| ConnectionClose {
+                reply_code,
+                reply_text,
+                class_id,
+                method_id,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_close_ok() -> impl Strategy<Value = ConnectionCloseOk> {
+        Just(ConnectionCloseOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_blocked() -> impl Strategy<Value = ConnectionBlocked> {
+        ((wire::arbitrary::short_string(),),)
+            .prop_map(|((reason,),)| ConnectionBlocked { reason })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_unblocked() -> impl Strategy<Value = ConnectionUnblocked> {
+        Just(ConnectionUnblocked {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_update_secret() -> impl Strategy<
+        Value = ConnectionUpdateSecret,
+    > {
+        ((wire::arbitrary::long_string(), wire::arbitrary::short_string()),)
+            .prop_map(|((new_secret, reason),)| ConnectionUpdateSecret {
+                new_secret,
+                reason,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn connection_update_secret_ok() -> impl Strategy<
+        Value = ConnectionUpdateSecretOk,
+    > {
+        Just(ConnectionUpdateSecretOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn channel_open() -> impl Strategy<Value = ChannelOpen> {
+        Just(ChannelOpen {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn channel_open_ok() -> impl Strategy<Value = ChannelOpenOk> {
+        Just(ChannelOpenOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn channel_flow() -> impl Strategy<Value = ChannelFlow> {
+        ((any::<bool>(),),).prop_map(|((active,),)| ChannelFlow { active })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn channel_flow_ok() -> impl Strategy<Value = ChannelFlowOk> {
+        ((any::<bool>(),),).prop_map(|((active,),)| ChannelFlowOk { active })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn channel_close() -> impl Strategy<Value = ChannelClose> {
+        ((any::<u16>(), wire::arbitrary::short_string(), any::<u16>(), any::<u16>()),)
+            .prop_map(|((reply_code, reply_text, class_id, method_id),)| ChannelClose {
+                reply_code,
+                reply_text,
+                class_id,
+                method_id,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn channel_close_ok() -> impl Strategy<Value = ChannelCloseOk> {
+        Just(ChannelCloseOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn exchange_declare() -> impl Strategy<Value = ExchangeDeclare> {
+        (
+            (
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                wire::arbitrary::table(),
+            ),
+        )
+            .prop_map(|
+                (
+                    (
+                        exchange,
+                        kind,
+                        passive,
+                        durable,
+                        auto_delete,
+                        internal,
+                        no_wait,
+                        arguments,
+                    ),
+                )|
+            ExchangeDeclare {
+                exchange,
+                kind,
+                passive,
+                durable,
+                auto_delete,
+                internal,
+                no_wait,
+                arguments,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn exchange_declare_ok() -> impl Strategy<Value = ExchangeDeclareOk> {
+        Just(ExchangeDeclareOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn exchange_delete() -> impl Strategy<Value = ExchangeDelete> {
+        ((wire::arbitrary::short_string(), any::<bool>(), any::<bool>()),)
+            .prop_map(|((exchange, if_unused, no_wait),)| ExchangeDelete {
+                exchange,
+                if_unused,
+                no_wait,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn exchange_delete_ok() -> impl Strategy<Value = ExchangeDeleteOk> {
+        Just(ExchangeDeleteOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn exchange_bind() -> impl Strategy<Value = ExchangeBind> {
+        (
+            (
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                any::<bool>(),
+                wire::arbitrary::table(),
+            ),
+        )
+            .prop_map(|((destination, source, routing_key, no_wait, arguments),)| ExchangeBind {
+                destination,
+                source,
+                routing_key,
+                no_wait,
+                arguments,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn exchange_bind_ok() -> impl Strategy<Value = ExchangeBindOk> {
+        Just(ExchangeBindOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn exchange_unbind() -> impl Strategy<Value = ExchangeUnbind> {
+        (
+            (
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                any::<bool>(),
+                wire::arbitrary::table(),
+            ),
+        )
+            .prop_map(|((destination, source, routing_key, no_wait, arguments),)| ExchangeUnbind {
+                destination,
+                source,
+                routing_key,
+                no_wait,
+                arguments,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn exchange_unbind_ok() -> impl Strategy<Value = ExchangeUnbindOk> {
+        Just(ExchangeUnbindOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_declare() -> impl Strategy<Value = QueueDeclare> {
+        (
+            (
+                wire::arbitrary::short_string(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                wire::arbitrary::table(),
+            ),
+        )
+            .prop_map(|
+                ((queue, passive, durable, exclusive, auto_delete, no_wait, arguments),)|
+            QueueDeclare {
+                queue,
+                passive,
+                durable,
+                exclusive,
+                auto_delete,
+                no_wait,
+                arguments,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_declare_ok() -> impl Strategy<Value = QueueDeclareOk> {
+        ((wire::arbitrary::short_string(), any::<u32>(), any::<u32>()),)
+            .prop_map(|((queue, message_count, consumer_count),)| QueueDeclareOk {
+                queue,
+                message_count,
+                consumer_count,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_bind() -> impl Strategy<Value = QueueBind> {
+        (
+            (
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                any::<bool>(),
+                wire::arbitrary::table(),
+            ),
+        )
+            .prop_map(|((queue, exchange, routing_key, no_wait, arguments),)| QueueBind {
+                queue,
+                exchange,
+                routing_key,
+                no_wait,
+                arguments,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_bind_ok() -> impl Strategy<Value = QueueBindOk> {
+        Just(QueueBindOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_unbind() -> impl Strategy<Value = QueueUnbind> {
+        (
+            (
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::table(),
+            ),
+        )
+            .prop_map(|((queue, exchange, routing_key, arguments),)| QueueUnbind {
+                queue,
+                exchange,
+                routing_key,
+                arguments,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_unbind_ok() -> impl Strategy<Value = QueueUnbindOk> {
+        Just(QueueUnbindOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_purge() -> impl Strategy<Value = QueuePurge> {
+        ((wire::arbitrary::short_string(), any::<bool>()),)
+            .prop_map(|((queue, no_wait),)| QueuePurge { queue, no_wait })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_purge_ok() -> impl Strategy<Value = QueuePurgeOk> {
+        ((any::<u32>(),),).prop_map(|((message_count,),)| QueuePurgeOk { message_count })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_delete() -> impl Strategy<Value = QueueDelete> {
+        ((wire::arbitrary::short_string(), any::<bool>(), any::<bool>(), any::<bool>()),)
+            .prop_map(|((queue, if_unused, if_empty, no_wait),)| QueueDelete {
+                queue,
+                if_unused,
+                if_empty,
+                no_wait,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn queue_delete_ok() -> impl Strategy<Value = QueueDeleteOk> {
+        ((any::<u32>(),),)
+            .prop_map(|((message_count,),)| QueueDeleteOk { message_count })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_qos() -> impl Strategy<Value = BasicQos> {
+        ((any::<u32>(), any::<u16>(), any::<bool>()),)
+            .prop_map(|((prefetch_size, prefetch_count, global),)| BasicQos {
+                prefetch_size,
+                prefetch_count,
+                global,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_qos_ok() -> impl Strategy<Value = BasicQosOk> {
+        Just(BasicQosOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_consume() -> impl Strategy<Value = BasicConsume> {
+        (
+            (
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                wire::arbitrary::table(),
+            ),
+        )
+            .prop_map(|
+                (
+                    (
+                        queue,
+                        consumer_tag,
+                        no_local,
+                        no_ack,
+                        exclusive,
+                        no_wait,
+                        arguments,
+                    ),
+                )|
+            BasicConsume {
+                queue,
+                consumer_tag,
+                no_local,
+                no_ack,
+                exclusive,
+                no_wait,
+                arguments,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_consume_ok() -> impl Strategy<Value = BasicConsumeOk> {
+        ((wire::arbitrary::short_string(),),)
+            .prop_map(|((consumer_tag,),)| BasicConsumeOk { consumer_tag })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_cancel() -> impl Strategy<Value = BasicCancel> {
+        ((wire::arbitrary::short_string(), any::<bool>()),)
+            .prop_map(|((consumer_tag, no_wait),)| BasicCancel {
+                consumer_tag,
+                no_wait,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_cancel_ok() -> impl Strategy<Value = BasicCancelOk> {
+        ((wire::arbitrary::short_string(),),)
+            .prop_map(|((consumer_tag,),)| BasicCancelOk { consumer_tag })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_publish() -> impl Strategy<Value = BasicPublish> {
+        (
+            (
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                any::<bool>(),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(|((exchange, routing_key, mandatory, immediate),)| BasicPublish {
+                exchange,
+                routing_key,
+                mandatory,
+                immediate,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_return() -> impl Strategy<Value = BasicReturn> {
+        (
+            (
+                any::<u16>(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+            ),
+        )
+            .prop_map(|((reply_code, reply_text, exchange, routing_key),)| BasicReturn {
+                reply_code,
+                reply_text,
+                exchange,
+                routing_key,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_deliver() -> impl Strategy<Value = BasicDeliver> {
+        (
+            (
+                wire::arbitrary::short_string(),
+                any::<u64>(),
+                any::<bool>(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+            ),
+        )
+            .prop_map(|
+                ((consumer_tag, delivery_tag, redelivered, exchange, routing_key),)|
+            BasicDeliver {
+                consumer_tag,
+                delivery_tag,
+                redelivered,
+                exchange,
+                routing_key,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_get() -> impl Strategy<Value = BasicGet> {
+        ((wire::arbitrary::short_string(), any::<bool>()),)
+            .prop_map(|((queue, no_ack),)| BasicGet { queue, no_ack })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_get_ok() -> impl Strategy<Value = BasicGetOk> {
+        (
+            (
+                any::<u64>(),
+                any::<bool>(),
+                wire::arbitrary::short_string(),
+                wire::arbitrary::short_string(),
+                any::<u32>(),
+            ),
+        )
+            .prop_map(|
+                ((delivery_tag, redelivered, exchange, routing_key, message_count),)|
+            BasicGetOk {
+                delivery_tag,
+                redelivered,
+                exchange,
+                routing_key,
+                message_count,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_get_empty() -> impl Strategy<Value = BasicGetEmpty> {
+        Just(BasicGetEmpty {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_ack() -> impl Strategy<Value = BasicAck> {
+        ((any::<u64>(), any::<bool>()),)
+            .prop_map(|((delivery_tag, multiple),)| BasicAck { delivery_tag, multiple })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_reject() -> impl Strategy<Value = BasicReject> {
+        ((any::<u64>(), any::<bool>()),)
+            .prop_map(|((delivery_tag, requeue),)| BasicReject {
+                delivery_tag,
+                requeue,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_recover_async() -> impl Strategy<Value = BasicRecoverAsync> {
+        ((any::<bool>(),),).prop_map(|((requeue,),)| BasicRecoverAsync { requeue })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_recover() -> impl Strategy<Value = BasicRecover> {
+        ((any::<bool>(),),).prop_map(|((requeue,),)| BasicRecover { requeue })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_recover_ok() -> impl Strategy<Value = BasicRecoverOk> {
+        Just(BasicRecoverOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn basic_nack() -> impl Strategy<Value = BasicNack> {
+        ((any::<u64>(), any::<bool>(), any::<bool>()),)
+            .prop_map(|((delivery_tag, multiple, requeue),)| BasicNack {
+                delivery_tag,
+                multiple,
+                requeue,
+            })
+    }
+
+    /// Any value of the properties struct, each property present or not.
+    pub(crate) fn basic_properties() -> impl Strategy<Value = BasicProperties> {
+        (
+            (
+                proptest::option::of(wire::arbitrary::short_string()),
+                proptest::option::of(wire::arbitrary::short_string()),
+                proptest::option::of(wire::arbitrary::table()),
+                proptest::option::of(any::<u8>()),
+                proptest::option::of(any::<u8>()),
+                proptest::option::of(wire::arbitrary::short_string()),
+                proptest::option::of(wire::arbitrary::short_string()),
+                proptest::option::of(wire::arbitrary::short_string()),
+            ),
+            (
+                proptest::option::of(wire::arbitrary::short_string()),
+                proptest::option::of(wire::arbitrary::timestamp()),
+                proptest::option::of(wire::arbitrary::short_string()),
+                proptest::option::of(wire::arbitrary::short_string()),
+                proptest::option::of(wire::arbitrary::short_string()),
+                proptest::option::of(wire::arbitrary::short_string()),
+            ),
+        )
+            .prop_map(|
+                (
+                    (
+                        content_type,
+                        content_encoding,
+                        headers,
+                        delivery_mode,
+                        priority,
+                        correlation_id,
+                        reply_to,
+                        expiration,
+                    ),
+                    (message_id, timestamp, kind, user_id, app_id, reserved),
+                )|
+            BasicProperties {
+                content_type,
+                content_encoding,
+                headers,
+                delivery_mode,
+                priority,
+                correlation_id,
+                reply_to,
+                expiration,
+                message_id,
+                timestamp,
+                kind,
+                user_id,
+                app_id,
+                reserved,
+            })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn tx_select() -> impl Strategy<Value = TxSelect> {
+        Just(TxSelect {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn tx_select_ok() -> impl Strategy<Value = TxSelectOk> {
+        Just(TxSelectOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn tx_commit() -> impl Strategy<Value = TxCommit> {
+        Just(TxCommit {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn tx_commit_ok() -> impl Strategy<Value = TxCommitOk> {
+        Just(TxCommitOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn tx_rollback() -> impl Strategy<Value = TxRollback> {
+        Just(TxRollback {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn tx_rollback_ok() -> impl Strategy<Value = TxRollbackOk> {
+        Just(TxRollbackOk {})
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn confirm_select() -> impl Strategy<Value = ConfirmSelect> {
+        ((any::<bool>(),),).prop_map(|((no_wait,),)| ConfirmSelect { no_wait })
+    }
+
+    /// Any value of the method struct.
+    pub(crate) fn confirm_select_ok() -> impl Strategy<Value = ConfirmSelectOk> {
+        Just(ConfirmSelectOk {})
+    }
+
+    /// Any method of the specification, each equally likely.
+    pub(crate) fn method() -> impl Strategy<Value = Method> {
+        proptest::strategy::Union::new(
+            vec![
+                connection_start().prop_map(Method::from).boxed(), connection_start_ok()
+                .prop_map(Method::from).boxed(), connection_secure()
+                .prop_map(Method::from).boxed(), connection_secure_ok()
+                .prop_map(Method::from).boxed(), connection_tune().prop_map(Method::from)
+                .boxed(), connection_tune_ok().prop_map(Method::from).boxed(),
+                connection_open().prop_map(Method::from).boxed(), connection_open_ok()
+                .prop_map(Method::from).boxed(), connection_close()
+                .prop_map(Method::from).boxed(), connection_close_ok()
+                .prop_map(Method::from).boxed(), connection_blocked()
+                .prop_map(Method::from).boxed(), connection_unblocked()
+                .prop_map(Method::from).boxed(), connection_update_secret()
+                .prop_map(Method::from).boxed(), connection_update_secret_ok()
+                .prop_map(Method::from).boxed(), channel_open().prop_map(Method::from)
+                .boxed(), channel_open_ok().prop_map(Method::from).boxed(),
+                channel_flow().prop_map(Method::from).boxed(), channel_flow_ok()
+                .prop_map(Method::from).boxed(), channel_close().prop_map(Method::from)
+                .boxed(), channel_close_ok().prop_map(Method::from).boxed(),
+                exchange_declare().prop_map(Method::from).boxed(), exchange_declare_ok()
+                .prop_map(Method::from).boxed(), exchange_delete().prop_map(Method::from)
+                .boxed(), exchange_delete_ok().prop_map(Method::from).boxed(),
+                exchange_bind().prop_map(Method::from).boxed(), exchange_bind_ok()
+                .prop_map(Method::from).boxed(), exchange_unbind().prop_map(Method::from)
+                .boxed(), exchange_unbind_ok().prop_map(Method::from).boxed(),
+                queue_declare().prop_map(Method::from).boxed(), queue_declare_ok()
+                .prop_map(Method::from).boxed(), queue_bind().prop_map(Method::from)
+                .boxed(), queue_bind_ok().prop_map(Method::from).boxed(), queue_unbind()
+                .prop_map(Method::from).boxed(), queue_unbind_ok().prop_map(Method::from)
+                .boxed(), queue_purge().prop_map(Method::from).boxed(), queue_purge_ok()
+                .prop_map(Method::from).boxed(), queue_delete().prop_map(Method::from)
+                .boxed(), queue_delete_ok().prop_map(Method::from).boxed(), basic_qos()
+                .prop_map(Method::from).boxed(), basic_qos_ok().prop_map(Method::from)
+                .boxed(), basic_consume().prop_map(Method::from).boxed(),
+                basic_consume_ok().prop_map(Method::from).boxed(), basic_cancel()
+                .prop_map(Method::from).boxed(), basic_cancel_ok().prop_map(Method::from)
+                .boxed(), basic_publish().prop_map(Method::from).boxed(), basic_return()
+                .prop_map(Method::from).boxed(), basic_deliver().prop_map(Method::from)
+                .boxed(), basic_get().prop_map(Method::from).boxed(), basic_get_ok()
+                .prop_map(Method::from).boxed(), basic_get_empty().prop_map(Method::from)
+                .boxed(), basic_ack().prop_map(Method::from).boxed(), basic_reject()
+                .prop_map(Method::from).boxed(), basic_recover_async()
+                .prop_map(Method::from).boxed(), basic_recover().prop_map(Method::from)
+                .boxed(), basic_recover_ok().prop_map(Method::from).boxed(), basic_nack()
+                .prop_map(Method::from).boxed(), tx_select().prop_map(Method::from)
+                .boxed(), tx_select_ok().prop_map(Method::from).boxed(), tx_commit()
+                .prop_map(Method::from).boxed(), tx_commit_ok().prop_map(Method::from)
+                .boxed(), tx_rollback().prop_map(Method::from).boxed(), tx_rollback_ok()
+                .prop_map(Method::from).boxed(), confirm_select().prop_map(Method::from)
+                .boxed(), confirm_select_ok().prop_map(Method::from).boxed()
+            ],
+        )
+    }
+}

@@ -324,3 +324,34 @@ pub trait ContentProperties: Sized {
     /// Reads flags and values.
     fn decode(input: &mut Reader) -> Result<Self, DecodeError>;
 }
+
+/// Stand-ins for the runtime's proptest strategies, which the generated `strategies` module
+/// (emitted for the snapshot) calls.
+pub mod arbitrary {
+    use proptest::prelude::*;
+
+    use super::{FieldTable, LongString, ShortString, Timestamp};
+
+    /// Any short string.
+    pub fn short_string() -> impl Strategy<Value = ShortString> {
+        "[a-z]{0,8}".prop_map(ShortString)
+    }
+
+    /// Any long string.
+    pub fn long_string() -> impl Strategy<Value = LongString> {
+        proptest::collection::vec(any::<u8>(), 0..16).prop_map(LongString)
+    }
+
+    /// Any table: an empty or one-entry table (`k` -> void).
+    pub fn table() -> impl Strategy<Value = FieldTable> {
+        prop_oneof![
+            Just(FieldTable(Vec::new())),
+            Just(FieldTable(vec![1, b'k', b'V'])),
+        ]
+    }
+
+    /// Any timestamp.
+    pub fn timestamp() -> impl Strategy<Value = Timestamp> {
+        any::<u64>().prop_map(Timestamp)
+    }
+}
