@@ -18,8 +18,9 @@
 # and no plugins. The new node has the usual guest/guest user, usable from any address.
 #
 # Needs root (the Debian wrappers in /usr/sbin switch to the rabbitmq user) or the rabbitmq user.
-# `start` returns as soon as the node is launched; call `wait` before using it. Recipe and timings:
-# shared/RABBITMQ.md section 4 (about 4 s per node from start to the end of `wait`).
+# `start` returns once the node has registered with epmd (about 1.5 s), not when it has booted:
+# call `wait` before using it (start to end of `wait`: 6-7 s for one node here). `start` and `stop`
+# of one NAME are serialised by flock on /tmp/rmq-extra/.NAME.lock. Recipe: shared/RABBITMQ.md §4.
 set -euo pipefail
 
 readonly EXTRA_ROOT=/tmp/rmq-extra
@@ -52,12 +53,15 @@ base=$EXTRA_ROOT/$name
 pidfile=$base/$name.pid
 dist_port=$((port + 20000))
 
-# Prints the node's OS pid if its pid file names a live process.
+# Prints the node's OS pid if its pid file names a live (not zombie: a killed node stays one for a
+# second or two here) beam.smp process.
 live_pid() {
-    local pid
+    local pid comm state
     [[ -s $pidfile ]] || return 1
     pid=$(<"$pidfile")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    read -r _ comm state _ <"/proc/$pid/stat" 2>/dev/null || return 1
+    [[ $comm == "(beam.smp)" && $state != Z ]] || return 1
     echo "$pid"
 }
 

@@ -80,6 +80,35 @@ pub(crate) async fn open(transport: Transport, options: &ConnectionOptions) -> R
         write_buf: BytesMut::with_capacity(FRAME_MIN_SIZE as usize),
         decoder: FrameDecoder::default(),
     };
+    match negotiate(&mut io, options).await {
+        Ok((tuning, server_properties)) => Ok(Opened {
+            transport: io.transport,
+            read_buf: io.read_buf,
+            tuning,
+            server_properties,
+        }),
+        Err(Error::Protocol(error)) => {
+            // Tell the peer why, as after the handshake; it may not listen any more.
+            if !matches!(error, crate::wire::DecodeError::ProtocolMismatch { .. }) {
+                let close = ConnectionClose {
+                    reply_code: error.reply_code(),
+                    reply_text: ShortString::try_from(error.to_string()).unwrap_or_default(),
+                    class_id: 0,
+                    method_id: 0,
+                };
+                let _ = io.send(&close).await;
+            }
+            Err(Error::Protocol(error))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The handshake proper: everything up to `connection.open-ok`.
+async fn negotiate(
+    io: &mut HandshakeIo,
+    options: &ConnectionOptions,
+) -> Result<(Tuning, FieldTable)> {
     io.transport
         .write_all(&PROTOCOL_HEADER)
         .await
@@ -158,12 +187,7 @@ pub(crate) async fn open(transport: Transport, options: &ConnectionOptions) -> R
         other => return Err(unexpected(&other, "connection.open-ok")),
     }
     debug!(vhost = %options.vhost, "connection open");
-    Ok(Opened {
-        transport: io.transport,
-        read_buf: io.read_buf,
-        tuning,
-        server_properties: start.server_properties,
-    })
+    Ok((tuning, start.server_properties))
 }
 
 /// The first of the configured mechanisms that the broker offers.
@@ -284,12 +308,19 @@ impl HandshakeIo {
     /// The next method on channel 0, skipping heartbeats.
     async fn next_method(&mut self, expected: &'static str) -> Result<Method> {
         loop {
-            if self.read_buf.starts_with(b"AMQP") && self.read_buf.len() >= 8 {
-                let mut header = [0; 8];
-                header.copy_from_slice(&self.read_buf[..8]);
-                return Err(Error::Protocol(
-                    crate::wire::DecodeError::ProtocolMismatch { header },
-                ));
+            // A peer that does not speak 0-9-1 answers with its own protocol header. No frame
+            // starts with 'A', so a buffer that could still become "AMQP" waits for more.
+            let prefix = &self.read_buf[..self.read_buf.len().min(4)];
+            if !prefix.is_empty() && b"AMQP".starts_with(prefix) {
+                if self.read_buf.len() >= 8 {
+                    let mut header = [0; 8];
+                    header.copy_from_slice(&self.read_buf[..8]);
+                    return Err(Error::Protocol(
+                        crate::wire::DecodeError::ProtocolMismatch { header },
+                    ));
+                }
+                self.read_more(expected).await?;
+                continue;
             }
             match self.decoder.decode(&mut self.read_buf)? {
                 Some(Frame::Method { channel: 0, method }) => {
@@ -303,23 +334,25 @@ impl HandshakeIo {
                         other.channel()
                     )));
                 }
-                None => {
-                    let read = self
-                        .transport
-                        .read_buf(&mut self.read_buf)
-                        .await
-                        .map_err(|e| self.transport.classify_error(e))?;
-                    if read == 0 {
-                        return Err(Error::io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!(
-                                "the broker closed the connection while warren waited for {expected}"
-                            ),
-                        )));
-                    }
-                }
+                None => self.read_more(expected).await?,
             }
         }
+    }
+
+    /// Reads more bytes into the buffer; the peer closing the socket is an error.
+    async fn read_more(&mut self, expected: &'static str) -> Result<()> {
+        let read = self
+            .transport
+            .read_buf(&mut self.read_buf)
+            .await
+            .map_err(|e| self.transport.classify_error(e))?;
+        if read == 0 {
+            return Err(Error::io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the broker closed the connection while warren waited for {expected}"),
+            )));
+        }
+        Ok(())
     }
 
     async fn expect_method<M>(&mut self, expected: &'static str) -> Result<M>

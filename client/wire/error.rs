@@ -105,6 +105,11 @@ impl DecodeError {
             | Self::UnknownProperty { .. } => 502,
             Self::UnknownMethod { .. } | Self::UnknownContentClass(_) => 540,
             Self::UnexpectedFrame { .. } => 505,
+            // The spec makes a heartbeat off channel 0 a frame error; other frames on a
+            // channel that cannot carry them are channel errors.
+            Self::WrongChannel {
+                frame: "heartbeat", ..
+            } => 501,
             Self::WrongChannel { .. } => 504,
             Self::UnknownFrameType(_)
             | Self::BadFrameEnd(_)

@@ -98,6 +98,9 @@ pub(crate) struct Driver {
     tuning: Tuning,
     heartbeat: Option<Heartbeat>,
     stalled: Option<Stalled>,
+    /// Set when nothing more will be read: the peer broke the protocol (the stream is out of
+    /// step) or closed its side while a close was under way.
+    read_closed: bool,
     max_body_size: u64,
 }
 
@@ -130,6 +133,7 @@ impl Driver {
             tuning: opened.tuning,
             heartbeat,
             stalled: None,
+            read_closed: false,
             max_body_size,
         }
     }
@@ -179,7 +183,7 @@ impl Driver {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool> {
         let mut progress = false;
         let mut frames = 0;
-        while self.stalled.is_none() && !matches!(self.state, State::Closed) {
+        while self.stalled.is_none() && !self.read_closed && !matches!(self.state, State::Closed) {
             if let Some(frame) = self.decoder.decode(&mut self.read_buf)? {
                 self.dispatch(frame)?;
                 progress = true;
@@ -192,7 +196,16 @@ impl Driver {
             if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
                 self.read_buf.reserve(READ_CHUNK);
             }
-            match poll_read_buf(Pin::new(&mut self.transport), cx, &mut self.read_buf) {
+            let read = poll_read_buf(Pin::new(&mut self.transport), cx, &mut self.read_buf);
+            if matches!(read, Poll::Ready(Err(_) | Ok(0)))
+                && matches!(self.state, State::Closing { .. })
+            {
+                // The peer is done while a close is under way: nothing more to read, but our
+                // close (or close-ok) may still be on its way out.
+                self.read_closed = true;
+                return Ok(true);
+            }
+            match read {
                 Poll::Pending => return Ok(progress),
                 Poll::Ready(Err(e)) => return Err(self.transport.classify_error(e)),
                 Poll::Ready(Ok(0)) => {
@@ -624,8 +637,9 @@ impl Driver {
                     class_id: 0,
                     method_id: 0,
                 };
-                // Stop reading: the stream is out of step. Send close, wait briefly for close-ok.
+                // Stop reading: the stream is out of step. Send the close and leave.
                 self.read_buf.clear();
+                self.read_closed = true;
                 let _ = self.write_method(0, &close.into());
                 self.fail_everything(&error);
                 self.state = State::Closing {
