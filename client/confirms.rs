@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::channel::Channel;
@@ -94,13 +95,29 @@ impl ConfirmSummary {
     }
 }
 
+/// What a `basic.return` of a mandatory publish carries, kept to recognise it.
+#[derive(Debug)]
+pub(crate) struct Mandatory {
+    pub exchange: ShortString,
+    pub routing_key: ShortString,
+    /// Shared with the message sent, not copied.
+    pub body: Bytes,
+}
+
+impl Mandatory {
+    fn is_returned_as(&self, message: &ReturnedMessage) -> bool {
+        self.exchange == message.exchange
+            && self.routing_key == message.routing_key
+            && self.body == message.body
+    }
+}
+
 /// One publish the broker has not answered yet.
 #[derive(Debug)]
 pub(crate) struct Unconfirmed {
     pub reply: oneshot::Sender<Result<Confirmation>>,
-    pub exchange: ShortString,
-    pub routing_key: ShortString,
-    pub mandatory: bool,
+    /// Set for mandatory publishes, the only ones the broker returns.
+    pub mandatory: Option<Mandatory>,
     /// A returned message matched to this publish, given with its ack.
     pub returned: Option<Box<ReturnedMessage>>,
     /// Releases a place in the channel's in-flight limit when dropped.
@@ -206,42 +223,50 @@ impl ConfirmLedger {
         self.wake_waiters();
     }
 
-    /// Matches returns received since the previous ack to the publishes this ack covers.
+    /// Matches the returns received so far to the publishes this ack covers.
     ///
-    /// RabbitMQ handles a channel's publishes one at a time: an unroutable mandatory publish is
-    /// returned and then confirmed at the end of handling that same publish, so the ack that
-    /// follows a return always covers it, with the returned publish as its highest tag. Each
-    /// return goes to the newest covered publish with the same exchange and routing key.
+    /// RabbitMQ sends a mandatory publish's `basic.return` before its ack, but acks of earlier
+    /// publishes (confirmed by their queues meanwhile) may come in between. So a return waits
+    /// for the first ack that covers a publish it can be: same exchange, routing key and body,
+    /// mandatory, not yet matched. Among several, the newest covered one is taken: RabbitMQ
+    /// acks an unroutable publish as soon as it has handled it, so it is the highest tag of that
+    /// ack. A return no unsettled publish can be is dropped here (it still went to the
+    /// returns streams).
     fn attach_returns(&mut self, last: u64, multiple: bool) {
-        let returns = std::mem::take(&mut self.returns);
+        if self.returns.is_empty() {
+            return;
+        }
         let first = if multiple { self.first_tag } else { last };
-        let mut unmatched = Vec::new();
-        for message in returns.into_iter().rev() {
-            let matching = (first..=last).rev().find_map(|t| {
-                let index = t.checked_sub(self.first_tag)? as usize;
-                match self.pending.get(index) {
-                    Some(Some(entry))
-                        if entry.mandatory
-                            && entry.returned.is_none()
-                            && entry.exchange == message.exchange
-                            && entry.routing_key == message.routing_key =>
-                    {
-                        Some(index)
-                    }
-                    _ => None,
-                }
+        let mut waiting = Vec::new();
+        for message in std::mem::take(&mut self.returns).into_iter().rev() {
+            let is_candidate = |entry: &Unconfirmed| {
+                entry.returned.is_none()
+                    && entry
+                        .mandatory
+                        .as_ref()
+                        .is_some_and(|m| m.is_returned_as(&message))
+            };
+            let covered = (first..=last).rev().find_map(|tag| {
+                let index = tag.checked_sub(self.first_tag)? as usize;
+                self.pending
+                    .get(index)?
+                    .as_ref()
+                    .is_some_and(is_candidate)
+                    .then_some(index)
             });
-            match matching.and_then(|index| self.pending.get_mut(index)?.as_mut()) {
-                Some(entry) => entry.returned = Some(Box::new(message)),
-                None => unmatched.push(message),
+            if let Some(entry) = covered.and_then(|i| self.pending.get_mut(i)?.as_mut()) {
+                entry.returned = Some(Box::new(message));
+            } else if self.pending.iter().flatten().any(is_candidate) {
+                waiting.push(message);
+            } else {
+                tracing::debug!(
+                    routing_key = %message.routing_key,
+                    "a returned message matches no unconfirmed publish"
+                );
             }
         }
-        if !unmatched.is_empty() {
-            tracing::debug!(
-                count = unmatched.len(),
-                "returned messages matched no confirmed publish; they reach only the returns stream"
-            );
-        }
+        waiting.reverse();
+        self.returns = waiting;
     }
 
     /// Registers a caller waiting for every publish so far.
@@ -285,7 +310,6 @@ mod tests {
     use super::*;
     use crate::error::{Close, Initiator};
     use crate::protocol::{BasicProperties, ReplyCode};
-    use bytes::Bytes;
 
     fn publish(
         ledger: &mut ConfirmLedger,
@@ -294,9 +318,11 @@ mod tests {
         let (reply, receiver) = oneshot::channel();
         ledger.push(Unconfirmed {
             reply,
-            exchange: ShortString::from_static("x"),
-            routing_key: ShortString::from_static(key),
-            mandatory: true,
+            mandatory: Some(Mandatory {
+                exchange: ShortString::from_static("x"),
+                routing_key: ShortString::from_static(key),
+                body: Bytes::from_static(b"body"),
+            }),
             returned: None,
             _permit: None,
         });
@@ -363,6 +389,19 @@ mod tests {
             Confirmation::Returned(message) => assert_eq!(message.routing_key, "unroutable"),
             other => panic!("expected a returned confirmation, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_return_waits_for_the_ack_that_covers_its_publish() {
+        let mut ledger = ConfirmLedger::new();
+        let routed = publish(&mut ledger, "routed");
+        let unroutable = publish(&mut ledger, "unroutable");
+        // The return of tag 2, then the queue's ack of tag 1, then the ack of tag 2.
+        ledger.returned(returned("unroutable"));
+        ledger.settle(1, true, true);
+        assert_eq!(confirmed(routed), Confirmation::Ack);
+        ledger.settle(2, false, true);
+        assert!(matches!(confirmed(unroutable), Confirmation::Returned(_)));
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub use connection::{
     AuthMechanism, Connection, ConnectionEvent, ConnectionOptions, Events, Password, TlsOptions,
     TrustRoots, UriError,
 };
+pub use connection::{HostError, PortError, UriPart};
 pub use consumer::{Consumer, UndecodableDelivery};
 pub use error::{Close, Error, Initiator, Result};
 pub use message::{Delivery, Envelope, GetMessage, ReturnedMessage};

@@ -109,10 +109,9 @@ async fn negotiate(
     io: &mut HandshakeIo,
     options: &ConnectionOptions,
 ) -> Result<(Tuning, FieldTable)> {
-    io.transport
-        .write_all(&PROTOCOL_HEADER)
-        .await
-        .map_err(Error::io)?;
+    if let Err(e) = io.transport.write_all(&PROTOCOL_HEADER).await {
+        return Err(io.transport.classify_write_error(e).await);
+    }
 
     let start: ConnectionStart = io.expect_method("connection.start").await?;
     if (start.version_major, start.version_minor) != (0, 9) {
@@ -295,7 +294,10 @@ impl HandshakeIo {
         )?;
         let result = self.transport.write_all(&self.write_buf).await;
         self.write_buf.clear();
-        result.map_err(Error::io)
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.transport.classify_write_error(e).await),
+        }
     }
 
     /// Overwrites the bytes of the last frame sent (it held the SASL response).

@@ -5,14 +5,14 @@ mod driver;
 mod handshake;
 mod options;
 mod transport;
-pub(crate) mod uri;
+pub mod uri;
 mod write_queue;
 
 pub use options::{
     AuthMechanism, ConnectionOptions, DEFAULT_PORT, DEFAULT_TLS_PORT, Password, TlsOptions,
     TrustRoots,
 };
-pub use uri::UriError;
+pub use uri::{HostError, PortError, UriError, UriPart};
 
 use std::fmt;
 use std::pin::Pin;

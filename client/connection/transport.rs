@@ -58,6 +58,27 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// [`Transport::classify_error`] for a failed write. With TLS 1.3 a server that refuses our
+    /// client certificate sends an alert and closes right after the handshake, and the next
+    /// write often fails (broken pipe, reset) before the alert is read: read once more to find it.
+    pub(crate) async fn classify_write_error(&mut self, error: io::Error) -> Error {
+        if let Self::Tls(stream) = self {
+            let found = match crate::tls::map_io_error(&error) {
+                Some(tls) => Some(tls),
+                None => crate::tls::alert_after_write_error(stream.as_mut(), ALERT_WAIT).await,
+            };
+            if let Some(tls) = found {
+                return Error::Tls(tls);
+            }
+        }
+        Error::io(error)
+    }
+}
+
+/// How long [`Transport::classify_write_error`] waits for a pending TLS alert.
+const ALERT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `host:port`, with brackets around IPv6 addresses.
 pub(crate) fn format_address(host: &str, port: u16) -> String {
     if host.contains(':') {

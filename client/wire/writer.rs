@@ -89,7 +89,7 @@ impl<'a> Writer<'a> {
                 octet = 0;
             }
         }
-        if N % 8 != 0 {
+        if !N.is_multiple_of(8) {
             self.buf.put_u8(octet);
         }
     }

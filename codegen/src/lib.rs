@@ -43,7 +43,7 @@
 //! Then include the result in a module of its own, next to the runtime module the generated
 //! code uses (see [`Generator::runtime_path`]):
 //!
-//! ```ignore
+//! ```text
 //! // src/protocol.rs
 //! //! AMQP 0-9-1 methods, properties and constants, generated from the specification.
 //! include!(concat!(env!("OUT_DIR"), "/protocol.rs"));

@@ -366,16 +366,16 @@ fn direction(chassis: &[RawChassis], element: &str) -> Result<Direction, Error> 
                 });
             }
         }
-        if let Some(implement) = &c.implement {
-            if !matches!(implement.trim(), "MUST" | "SHOULD" | "MAY") {
-                return Err(Error::InvalidAttribute {
-                    at: c.at.clone(),
-                    element: format!("<chassis> of {element}"),
-                    attribute: "implement",
-                    value: implement.clone(),
-                    expected: "\"MUST\", \"SHOULD\", \"MAY\"",
-                });
-            }
+        if let Some(implement) = &c.implement
+            && !matches!(implement.trim(), "MUST" | "SHOULD" | "MAY")
+        {
+            return Err(Error::InvalidAttribute {
+                at: c.at.clone(),
+                element: format!("<chassis> of {element}"),
+                attribute: "implement",
+                value: implement.clone(),
+                expected: "\"MUST\", \"SHOULD\", \"MAY\"",
+            });
         }
     }
     Ok(dir)
@@ -609,10 +609,10 @@ fn link_answers(classes: &mut [Class]) {
             .filter(|c| c.id == class_id)
             .flat_map(|c| c.methods.iter_mut())
             .find(|m| m.id == method_id);
-        if let Some(target) = target {
-            if !target.answers.contains(&asker) {
-                target.answers.push(asker);
-            }
+        if let Some(target) = target
+            && !target.answers.contains(&asker)
+        {
+            target.answers.push(asker);
         }
     }
 }

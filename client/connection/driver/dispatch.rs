@@ -273,7 +273,7 @@ impl Driver {
             reply: caller,
             ..
         } = rpc;
-        self.after_reply(channel, &request, &reply, on_reply);
+        self.after_reply(channel, &request, Some(&reply), on_reply);
         if let Some(caller) = caller {
             // A caller that gave up (timeout, dropped future) no longer listens; that is fine.
             let _ = caller.send(Ok(RpcReply {
@@ -284,13 +284,25 @@ impl Driver {
         Ok(())
     }
 
-    /// The driver's bookkeeping for a successful request: consumers, prefetch, topology.
-    fn after_reply(&mut self, channel: u16, request: &Method, reply: &Method, on_reply: OnReply) {
+    /// The driver's bookkeeping for a request that succeeded: consumers, prefetch, confirm
+    /// mode, topology. `reply` is `None` for a request sent with `no_wait`, which succeeds
+    /// unless the broker closes the channel.
+    pub(super) fn after_reply(
+        &mut self,
+        channel: u16,
+        request: &Method,
+        reply: Option<&Method>,
+        on_reply: OnReply,
+    ) {
         let Some(state) = self.channels.get_mut(channel) else {
             return;
         };
-        match (request, reply) {
-            (Method::BasicConsume(consume), Method::BasicConsumeOk(ok)) => {
+        let mut topology = self.shared.topology();
+        match request {
+            Method::BasicConsume(consume) => {
+                let Some(Method::BasicConsumeOk(ok)) = reply else {
+                    return;
+                };
                 if let OnReply::RegisterConsumer {
                     events,
                     shared,
@@ -306,7 +318,7 @@ impl Driver {
                         },
                     );
                 }
-                self.shared.topology().add_consumer(RecordedConsumer {
+                topology.add_consumer(RecordedConsumer {
                     channel,
                     queue: consume.queue.clone(),
                     tag: ok.consumer_tag.clone(),
@@ -315,28 +327,24 @@ impl Driver {
                     arguments: consume.arguments.clone(),
                 });
             }
-            (Method::BasicCancel(_), Method::BasicCancelOk(ok)) => {
-                if let Some(slot) = state.consumers.remove(&ok.consumer_tag) {
+            Method::BasicCancel(cancel) => {
+                if let Some(slot) = state.consumers.remove(&cancel.consumer_tag) {
                     slot.end(None);
                 }
-                state.forgotten.remove(&ok.consumer_tag);
-                self.shared
-                    .topology()
-                    .remove_consumer(channel, &ok.consumer_tag);
+                state.forgotten.remove(&cancel.consumer_tag);
+                topology.remove_consumer(channel, &cancel.consumer_tag);
             }
-            (Method::BasicQos(qos), Method::BasicQosOk(_)) => {
+            Method::BasicQos(qos) => {
                 state
                     .shared
                     .prefetch
                     .store(qos.prefetch_count, Ordering::Release);
             }
-            (Method::ConfirmSelect(_), Method::ConfirmSelectOk(_)) => {
+            Method::ConfirmSelect(_) => {
                 state.shared.confirm_mode.store(true, Ordering::Release);
             }
-            (Method::ExchangeDeclare(declare), Method::ExchangeDeclareOk(_))
-                if !declare.passive =>
-            {
-                self.shared.topology().declare_exchange(RecordedExchange {
+            Method::ExchangeDeclare(declare) if !declare.passive => {
+                topology.declare_exchange(RecordedExchange {
                     name: declare.exchange.clone(),
                     kind: exchange_kind(&declare.kind),
                     durable: declare.durable,
@@ -345,54 +353,49 @@ impl Driver {
                     arguments: declare.arguments.clone(),
                 });
             }
-            (Method::ExchangeDelete(delete), Method::ExchangeDeleteOk(_)) => {
-                self.shared.topology().delete_exchange(&delete.exchange);
+            Method::ExchangeDelete(delete) => topology.delete_exchange(&delete.exchange),
+            Method::QueueDeclare(declare) if !declare.passive => {
+                // The broker names the queue when the declare asks for an empty name.
+                let name = match reply {
+                    Some(Method::QueueDeclareOk(ok)) => ok.queue.clone(),
+                    _ => declare.queue.clone(),
+                };
+                if !name.is_empty() {
+                    topology.declare_queue(RecordedQueue {
+                        name,
+                        server_named: declare.queue.is_empty(),
+                        durable: declare.durable,
+                        exclusive: declare.exclusive,
+                        auto_delete: declare.auto_delete,
+                        arguments: declare.arguments.clone(),
+                    });
+                }
             }
-            (Method::QueueDeclare(declare), Method::QueueDeclareOk(ok)) if !declare.passive => {
-                self.shared.topology().declare_queue(RecordedQueue {
-                    name: ok.queue.clone(),
-                    server_named: declare.queue.is_empty(),
-                    durable: declare.durable,
-                    exclusive: declare.exclusive,
-                    auto_delete: declare.auto_delete,
-                    arguments: declare.arguments.clone(),
-                });
-            }
-            (Method::QueueDelete(delete), Method::QueueDeleteOk(_)) => {
-                self.shared.topology().delete_queue(&delete.queue);
-            }
-            (Method::QueueBind(bind), Method::QueueBindOk(_)) => {
-                self.shared.topology().bind(RecordedBinding {
-                    source: bind.exchange.clone(),
-                    destination: BindingDestination::Queue(bind.queue.clone()),
-                    routing_key: bind.routing_key.clone(),
-                    arguments: bind.arguments.clone(),
-                });
-            }
-            (Method::QueueUnbind(unbind), Method::QueueUnbindOk(_)) => {
-                self.shared.topology().unbind(&RecordedBinding {
-                    source: unbind.exchange.clone(),
-                    destination: BindingDestination::Queue(unbind.queue.clone()),
-                    routing_key: unbind.routing_key.clone(),
-                    arguments: unbind.arguments.clone(),
-                });
-            }
-            (Method::ExchangeBind(bind), Method::ExchangeBindOk(_)) => {
-                self.shared.topology().bind(RecordedBinding {
-                    source: bind.source.clone(),
-                    destination: BindingDestination::Exchange(bind.destination.clone()),
-                    routing_key: bind.routing_key.clone(),
-                    arguments: bind.arguments.clone(),
-                });
-            }
-            (Method::ExchangeUnbind(unbind), Method::ExchangeUnbindOk(_)) => {
-                self.shared.topology().unbind(&RecordedBinding {
-                    source: unbind.source.clone(),
-                    destination: BindingDestination::Exchange(unbind.destination.clone()),
-                    routing_key: unbind.routing_key.clone(),
-                    arguments: unbind.arguments.clone(),
-                });
-            }
+            Method::QueueDelete(delete) => topology.delete_queue(&delete.queue),
+            Method::QueueBind(bind) => topology.bind(RecordedBinding {
+                source: bind.exchange.clone(),
+                destination: BindingDestination::Queue(bind.queue.clone()),
+                routing_key: bind.routing_key.clone(),
+                arguments: bind.arguments.clone(),
+            }),
+            Method::QueueUnbind(unbind) => topology.unbind(&RecordedBinding {
+                source: unbind.exchange.clone(),
+                destination: BindingDestination::Queue(unbind.queue.clone()),
+                routing_key: unbind.routing_key.clone(),
+                arguments: unbind.arguments.clone(),
+            }),
+            Method::ExchangeBind(bind) => topology.bind(RecordedBinding {
+                source: bind.source.clone(),
+                destination: BindingDestination::Exchange(bind.destination.clone()),
+                routing_key: bind.routing_key.clone(),
+                arguments: bind.arguments.clone(),
+            }),
+            Method::ExchangeUnbind(unbind) => topology.unbind(&RecordedBinding {
+                source: unbind.source.clone(),
+                destination: BindingDestination::Exchange(unbind.destination.clone()),
+                routing_key: unbind.routing_key.clone(),
+                arguments: unbind.arguments.clone(),
+            }),
             _ => {}
         }
     }
@@ -406,8 +409,9 @@ impl Driver {
             channel,
             close: server_close.unwrap_or_else(|| Close::normal(Initiator::Client)),
         };
-        state.fail(&reason);
+        // Topology first: the close's caller may look at it as soon as `fail` wakes it.
         self.shared.topology().remove_channel(channel);
+        state.fail(&reason);
         if self.stalled.as_ref().is_some_and(|s| s.channel == channel) {
             self.stalled = None;
         }

@@ -33,7 +33,7 @@ use super::command::{Command, OnReply, Publish, Rpc};
 use super::handshake::{Opened, Tuning};
 use super::transport::Transport;
 use super::write_queue::WriteQueue;
-use crate::confirms::{ConfirmLedger, Confirmation, Unconfirmed};
+use crate::confirms::{ConfirmLedger, Confirmation, Mandatory, Unconfirmed};
 use crate::consumer::ConsumerEvent;
 use crate::error::{Close, Error, Initiator, Result};
 use crate::frame::{self, FrameDecoder};
@@ -295,15 +295,7 @@ impl Driver {
         match command {
             Command::OpenChannel { reply } => self.open_channel(reply),
             Command::Rpc(rpc) => self.rpc(rpc),
-            Command::Send { channel, method } => {
-                if let Some(state) = self.channels.get_mut(channel)
-                    && state.is_open()
-                {
-                    if let Err(e) = self.write_method(channel, &method) {
-                        warn!(%e, "dropping a method that does not fit in a frame");
-                    }
-                }
-            }
+            Command::Send { channel, method } => self.send(channel, method),
             Command::Publish(publish) => self.publish(publish),
             Command::WaitForConfirms { channel, reply } => {
                 match self
@@ -379,17 +371,32 @@ impl Driver {
         let Some(state) = self.channels.get_mut(channel) else {
             return;
         };
-        // Publishes written after confirm.select are numbered by the broker from this point,
-        // so the ledger starts now, not at select-ok.
-        if matches!(method, Method::ConfirmSelect(_)) && state.ledger.is_none() {
-            state.ledger = Some(ConfirmLedger::new());
-        }
+        start_confirms_if_selected(state, &method);
         state.rpcs.push_back(PendingRpc {
             request: method,
             replies,
             on_reply,
             reply: Some(reply),
         });
+    }
+
+    /// Sends an asynchronous method, or a synchronous one with `no_wait` set (whose success
+    /// the driver records at once: no reply will come).
+    fn send(&mut self, channel: u16, method: Method) {
+        let open = self.channels.get_mut(channel).is_some_and(|c| c.is_open());
+        if !open {
+            return;
+        }
+        if let Err(e) = self.write_method(channel, &method) {
+            warn!(%e, method = method.name(), "dropping a method that does not fit in a frame");
+            return;
+        }
+        if method.no_wait() {
+            if let Some(state) = self.channels.get_mut(channel) {
+                start_confirms_if_selected(state, &method);
+            }
+            self.after_reply(channel, &method, None, OnReply::Nothing);
+        }
     }
 
     fn publish(&mut self, publish: Publish) {
@@ -423,11 +430,14 @@ impl Driver {
         };
         match &mut state.ledger {
             Some(ledger) => {
-                ledger.push(Unconfirmed {
-                    reply,
+                let mandatory = method.mandatory.then(|| Mandatory {
                     exchange: method.exchange,
                     routing_key: method.routing_key,
-                    mandatory: method.mandatory,
+                    body,
+                });
+                ledger.push(Unconfirmed {
+                    reply,
+                    mandatory,
                     returned: None,
                     _permit: permit,
                 });
@@ -667,6 +677,8 @@ impl Driver {
 
     /// Fails every waiter of every channel and of the connection with `error`.
     fn fail_everything(&mut self, error: &Error) {
+        // Closed first, so that a caller woken below already sees the connection closed.
+        self.shared.set_closed(error.clone());
         for mut state in self.channels.drain() {
             state.fail(error);
         }
@@ -674,7 +686,6 @@ impl Driver {
             rpc.fail(error);
         }
         self.stalled = None;
-        self.shared.set_closed(error.clone());
     }
 
     /// The error for a command addressed to a channel that is not open.
@@ -695,6 +706,14 @@ impl Driver {
             requeue: true,
         };
         let _ = self.write_method(channel, &reject.into());
+    }
+}
+
+/// Starts the confirm ledger when `method` is `confirm.select`: the broker numbers the
+/// publishes written after it from 1, so the ledger must start now, not at select-ok.
+fn start_confirms_if_selected(state: &mut ChannelState, method: &Method) {
+    if matches!(method, Method::ConfirmSelect(_)) && state.ledger.is_none() {
+        state.ledger = Some(ConfirmLedger::new());
     }
 }
 

@@ -326,7 +326,8 @@ pub trait ContentProperties: Sized {
 }
 
 /// Stand-ins for the runtime's proptest strategies, which the generated `strategies` module
-/// (emitted for the snapshot) calls.
+/// (emitted for the snapshot) calls. Both exist only in test builds, as in the runtime.
+#[cfg(test)]
 pub mod arbitrary {
     use proptest::prelude::*;
 
