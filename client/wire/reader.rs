@@ -24,35 +24,42 @@ use super::{DecodeError, LongString, MAX_NESTING, ShortString, WireType};
 #[derive(Debug, Clone)]
 pub struct Reader {
     buf: Bytes,
+    /// Bytes at the end of `buf` that lie outside the table or array being read: reads stop
+    /// short of them, so a value never runs past the structure that holds it.
+    floor: usize,
 }
 
 impl Reader {
     /// A reader over `payload`.
     pub fn new(payload: Bytes) -> Self {
-        Self { buf: payload }
+        Self {
+            buf: payload,
+            floor: 0,
+        }
     }
 
     /// Number of bytes not yet read.
     pub fn remaining(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.floor
     }
 
     /// Whether every byte has been read.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.remaining() == 0
     }
 
     /// The bytes not yet read, consuming the reader.
-    pub fn into_rest(self) -> Bytes {
+    pub fn into_rest(mut self) -> Bytes {
+        self.buf.truncate(self.buf.len() - self.floor);
         self.buf
     }
 
     #[inline]
     fn need(&self, needed: usize) -> Result<(), DecodeError> {
-        if self.buf.len() < needed {
+        if self.remaining() < needed {
             return Err(DecodeError::Truncated {
                 needed,
-                remaining: self.buf.len(),
+                remaining: self.remaining(),
             });
         }
         Ok(())
@@ -116,7 +123,11 @@ impl Reader {
     #[inline]
     pub fn short_string(&mut self) -> Result<ShortString, DecodeError> {
         let len = usize::from(self.octet()?);
-        ShortString::from_wire(self.bytes(len)?)
+        self.need(len)?;
+        let available = self.remaining();
+        let string = ShortString::from_wire(&self.buf[..available], len, || self.buf.slice(..len))?;
+        self.buf.advance(len);
+        Ok(string)
     }
 
     /// Reads a `longstr`: a 32-bit length and that many bytes.
@@ -148,31 +159,38 @@ impl Reader {
     }
 
     fn table_at(&mut self, depth: usize) -> Result<FieldTable, DecodeError> {
-        if depth > MAX_NESTING {
-            return Err(DecodeError::NestingTooDeep { limit: MAX_NESTING });
-        }
-        let len = self.long()? as usize;
-        let mut entries = Reader::new(self.bytes(len)?);
+        let outer = self.enter(depth)?;
         let mut table = FieldTable::new();
-        while !entries.is_empty() {
-            let key = entries.short_string()?;
-            let value = entries.value_at(depth)?;
+        while !self.is_empty() {
+            let key = self.short_string()?;
+            let value = self.value_at(depth)?;
             table.push_decoded(key, value);
         }
+        self.floor = outer;
         Ok(table)
     }
 
     fn array_at(&mut self, depth: usize) -> Result<FieldArray, DecodeError> {
+        let outer = self.enter(depth)?;
+        let mut values = Vec::new();
+        while !self.is_empty() {
+            values.push(self.value_at(depth)?);
+        }
+        self.floor = outer;
+        Ok(FieldArray(values))
+    }
+
+    /// Reads the length of a table or array at `depth` and confines reads to it; returns the
+    /// enclosing floor, to restore once the structure is read.
+    fn enter(&mut self, depth: usize) -> Result<usize, DecodeError> {
         if depth > MAX_NESTING {
             return Err(DecodeError::NestingTooDeep { limit: MAX_NESTING });
         }
         let len = self.long()? as usize;
-        let mut items = Reader::new(self.bytes(len)?);
-        let mut values = Vec::new();
-        while !items.is_empty() {
-            values.push(items.value_at(depth)?);
-        }
-        Ok(FieldArray(values))
+        self.need(len)?;
+        let outer = self.floor;
+        self.floor = self.buf.len() - len;
+        Ok(outer)
     }
 
     /// Reads a tagged value that sits inside a table or array at `depth`.

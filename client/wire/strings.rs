@@ -16,6 +16,10 @@ use super::DecodeError;
 /// Exchange and queue names, routing keys, consumer tags and most message properties are short
 /// strings. The length limit is part of the type: a `ShortString` that exists can always be encoded.
 ///
+/// Strings of up to 23 bytes (most names and keys) are stored inline, so decoding one copies a
+/// few bytes and touches no shared counter; longer ones are reference-counted slices of the
+/// frame they came in. Literals are never copied.
+///
 /// ```
 /// use warren::wire::ShortString;
 ///
@@ -25,8 +29,17 @@ use super::DecodeError;
 /// assert!(ShortString::try_from("x".repeat(256)).is_err());
 /// # Ok::<(), warren::wire::ShortStringTooLong>(())
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ShortString(Bytes);
+#[derive(Clone)]
+pub struct ShortString(Repr);
+
+/// Longest string stored inline: with its length octet it fills the space a `Bytes` takes.
+const INLINE_MAX: usize = 23;
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE_MAX] },
+    Shared(Bytes),
+}
 
 impl ShortString {
     /// The longest short string AMQP can carry, in bytes.
@@ -43,43 +56,116 @@ impl ShortString {
             s.len() <= Self::MAX_LEN,
             "an AMQP short string holds at most 255 bytes"
         );
-        Self(Bytes::from_static(s.as_bytes()))
+        Self(Repr::Shared(Bytes::from_static(s.as_bytes())))
     }
 
-    /// Validates bytes read from the wire. The caller has already bounded the length to 255.
-    pub(crate) fn from_wire(bytes: Bytes) -> Result<Self, DecodeError> {
-        debug_assert!(bytes.len() <= Self::MAX_LEN);
-        match std::str::from_utf8(&bytes) {
-            Ok(_) => Ok(Self(bytes)),
-            Err(_) => Err(DecodeError::InvalidUtf8),
+    /// Copies `s` inline if it is short enough.
+    fn inline(s: &[u8]) -> Option<Self> {
+        if s.len() > INLINE_MAX {
+            return None;
         }
+        let mut bytes = [0; INLINE_MAX];
+        bytes[..s.len()].copy_from_slice(s);
+        Some(Self(Repr::Inline {
+            len: s.len() as u8,
+            bytes,
+        }))
+    }
+
+    /// Validates the first `len` bytes of `input`, which holds at least that many, read from
+    /// the wire (`len` is at most 255). `shared` slices them out of the frame when they are too
+    /// long to store inline.
+    #[inline]
+    pub(crate) fn from_wire(
+        input: &[u8],
+        len: usize,
+        shared: impl FnOnce() -> Bytes,
+    ) -> Result<Self, DecodeError> {
+        let bytes = &input[..len];
+        // Names, keys and tags are nearly always ASCII, which a word-at-a-time check confirms
+        // far faster than the general UTF-8 validator.
+        if !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() {
+            return Err(DecodeError::InvalidUtf8);
+        }
+        if len > INLINE_MAX {
+            return Ok(Self(Repr::Shared(shared())));
+        }
+        let mut inline = [0; INLINE_MAX];
+        match input.get(..INLINE_MAX) {
+            // A fixed-size copy is a few moves; the bytes past `len` are never read.
+            Some(ahead) => inline.copy_from_slice(ahead),
+            None => inline[..len].copy_from_slice(bytes),
+        }
+        Ok(Self(Repr::Inline {
+            len: len as u8,
+            bytes: inline,
+        }))
     }
 
     /// The string.
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor checks that the bytes are UTF-8 (`from_static` takes a `str`,
         // `from_wire` and the `TryFrom` impls validate), and the bytes are never mutated.
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
+        unsafe { std::str::from_utf8_unchecked(self.as_bytes()) }
     }
 
-    /// The UTF-8 bytes, shared without copying.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+    /// The UTF-8 bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Shared(bytes) => bytes,
+        }
     }
 
     /// Length in bytes (0 to 255).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_bytes().len()
     }
 
     /// Whether the string is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
-    /// Unwraps the UTF-8 bytes.
+    /// The UTF-8 bytes as [`Bytes`] (a copy only for strings stored inline).
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        match self.0 {
+            Repr::Inline { len, bytes } => Bytes::copy_from_slice(&bytes[..usize::from(len)]),
+            Repr::Shared(bytes) => bytes,
+        }
+    }
+}
+
+impl Default for ShortString {
+    fn default() -> Self {
+        Self::from_static("")
+    }
+}
+
+impl PartialEq for ShortString {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ShortString {}
+
+impl PartialOrd for ShortString {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ShortString {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl std::hash::Hash for ShortString {
+    /// Hashes like `str`, as `Borrow<str>` requires.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
@@ -110,7 +196,8 @@ impl TryFrom<&str> for ShortString {
         if s.len() > Self::MAX_LEN {
             return Err(ShortStringTooLong { len: s.len() });
         }
-        Ok(Self(Bytes::copy_from_slice(s.as_bytes())))
+        Ok(Self::inline(s.as_bytes())
+            .unwrap_or_else(|| Self(Repr::Shared(Bytes::copy_from_slice(s.as_bytes())))))
     }
 }
 
@@ -129,7 +216,8 @@ impl TryFrom<String> for ShortString {
         if s.len() > Self::MAX_LEN {
             return Err(ShortStringTooLong { len: s.len() });
         }
-        Ok(Self(Bytes::from(s.into_bytes())))
+        Ok(Self::inline(s.as_bytes())
+            .unwrap_or_else(|| Self(Repr::Shared(Bytes::from(s.into_bytes())))))
     }
 }
 
@@ -325,13 +413,22 @@ mod tests {
 
     #[test]
     fn short_string_from_wire_rejects_invalid_utf8() {
+        let wire = |b: &'static [u8]| ShortString::from_wire(b, b.len(), || Bytes::from_static(b));
+        assert_eq!(wire(b"\xff\xfe"), Err(DecodeError::InvalidUtf8));
+        assert_eq!(wire(b"ok").unwrap(), "ok");
+        assert_eq!(wire("caf\u{e9}".as_bytes()).unwrap(), "caf\u{e9}");
+        let long = "a".repeat(200);
+        let shared = Bytes::from(long.clone());
+        let decoded = ShortString::from_wire(&shared, shared.len(), || shared.clone()).unwrap();
+        // A short string read from a longer input keeps only its own bytes.
+        let prefix = ShortString::from_wire(&shared, 5, || shared.slice(..5)).unwrap();
+        assert_eq!(prefix, "aaaaa");
+        assert_eq!(prefix.len(), 5);
+        assert_eq!(decoded, long.as_str());
         assert_eq!(
-            ShortString::from_wire(Bytes::from_static(b"\xff\xfe")),
-            Err(DecodeError::InvalidUtf8)
-        );
-        assert_eq!(
-            ShortString::from_wire(Bytes::from_static(b"ok")).unwrap(),
-            "ok"
+            decoded.into_bytes().as_ptr(),
+            shared.as_ptr(),
+            "long strings are not copied"
         );
     }
 
