@@ -245,8 +245,14 @@ impl ConnectionOptions {
     }
 
     /// Connects over TLS with these settings (the `amqps` scheme).
+    ///
+    /// Like an `amqps` URI, this moves the port to 5671 when it is still plain AMQP's 5672; set
+    /// the port after this to use another.
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
+        if self.port == DEFAULT_PORT {
+            self.port = DEFAULT_TLS_PORT;
+        }
         self
     }
 
