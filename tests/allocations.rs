@@ -50,7 +50,11 @@ fn decoding_a_body_frame_allocates_nothing() {
     encode_body(&mut read_buf, 1, &body);
 
     let (frame, allocations) = allocations_during(|| decoder.decode(&mut read_buf));
-    let Ok(Some(Frame::Body { channel: 1, payload })) = frame else {
+    let Ok(Some(Frame::Body {
+        channel: 1,
+        payload,
+    })) = frame
+    else {
         panic!("expected a body frame, got {frame:?}");
     };
     assert_eq!(payload, body);

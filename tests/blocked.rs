@@ -53,8 +53,8 @@ impl Node {
                 .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
             assert!(status.success(), "rabbitmq-node.sh {action} {NODE} failed");
         }
-        let host = String::from_utf8(Command::new("hostname").arg("-s").output().unwrap().stdout)
-            .unwrap();
+        let host =
+            String::from_utf8(Command::new("hostname").arg("-s").output().unwrap().stdout).unwrap();
         Some(Self {
             name: format!("{NODE}@{}", host.trim()),
         })
@@ -168,10 +168,19 @@ async fn blocked_connections_are_reported_and_publishes_keep_their_deadline() {
     }
     let (error, waited) = timed_out.expect("a blocked broker eventually stops taking publishes");
     assert!(
-        matches!(error, Error::Timeout { operation: "basic.publish", .. }),
+        matches!(
+            error,
+            Error::Timeout {
+                operation: "basic.publish",
+                ..
+            }
+        ),
         "{error:?}"
     );
-    assert!(waited < deadline + Duration::from_secs(1), "waited {waited:?}");
+    assert!(
+        waited < deadline + Duration::from_secs(1),
+        "waited {waited:?}"
+    );
 
     // Blocked is not dead: heartbeats (2 s) must not end the connection meanwhile.
     tokio::time::sleep(Duration::from_secs(5)).await;

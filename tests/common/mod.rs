@@ -297,18 +297,27 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
 }
 
 /// Polls `check` every 50 ms until it returns true, failing the test after [`STEP`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + STEP;
+    eventually_within(STEP, what, check).await
+}
+
+/// Polls `check` every 50 ms until it returns true, failing the test after `limit`.
+pub async fn eventually_within<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if check().await {
             return;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("{what}: still not true after {STEP:?}");
+            panic!("{what}: still not true after {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -387,4 +396,18 @@ pub const TEST: Duration = Duration::from_secs(90);
 /// Runs a test body within [`TEST`], so that a bug fails the test instead of hanging CI.
 pub async fn run<F: Future>(body: F) -> F::Output {
     within_for(TEST, "the test", body).await
+}
+
+/// The broker's `rabbitmqctl list_connections` line of the connection named `name` (see
+/// `ConnectionOptions::connection_name`), with the columns `columns` followed by
+/// `client_properties`; `None` if the broker does not list it.
+pub fn broker_connection(name: &str, columns: &[&str]) -> Option<Vec<String>> {
+    let mut args = vec!["list_connections", "-q", "--no-table-headers"];
+    args.extend_from_slice(columns);
+    args.push("client_properties");
+    let needle = format!("{{\"connection_name\",\"{name}\"}}");
+    rabbitmqctl(&args)
+        .lines()
+        .find(|line| line.contains(&needle))
+        .map(|line| line.split('\t').map(str::to_owned).collect())
 }

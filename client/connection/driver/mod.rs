@@ -263,9 +263,16 @@ impl Driver {
             if self.writes.len() >= WRITE_HIGH_WATER {
                 break;
             }
-            // Control commands (from Drop) first: they release resources.
             let command = match self.control.poll_recv(cx) {
-                Poll::Ready(Some(command)) => command,
+                Poll::Ready(Some(command)) => {
+                    // A command from `Drop` must not overtake what its owner queued before
+                    // dropping (a publish, then the channel dropped): take everything already
+                    // in the ordered queue first.
+                    while let Ok(earlier) = self.commands.try_recv() {
+                        self.command(earlier);
+                    }
+                    command
+                }
                 Poll::Ready(None) | Poll::Pending => match self.commands.poll_recv(cx) {
                     Poll::Ready(Some(command)) => command,
                     Poll::Ready(None) => {
