@@ -9,7 +9,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::ReplyCode;
+use crate::protocol::{ChannelClose, ConnectionClose, ReplyCode};
 use crate::wire::{DecodeError, MethodId, ShortStringTooLong};
 
 /// Who started a close.
@@ -58,19 +58,32 @@ impl Close {
         }
     }
 
-    /// Builds a close reason from the fields of a close method.
-    pub(crate) fn from_method(
-        code: u16,
-        text: &str,
-        class: u16,
-        method: u16,
-        initiator: Initiator,
-    ) -> Self {
+    /// The reason a broker's `connection.close` gives.
+    pub(crate) fn from_connection_close(close: &ConnectionClose) -> Self {
+        Self::sent_by_server(
+            close.reply_code,
+            &close.reply_text,
+            close.class_id,
+            close.method_id,
+        )
+    }
+
+    /// The reason a broker's `channel.close` gives.
+    pub(crate) fn from_channel_close(close: &ChannelClose) -> Self {
+        Self::sent_by_server(
+            close.reply_code,
+            &close.reply_text,
+            close.class_id,
+            close.method_id,
+        )
+    }
+
+    fn sent_by_server(code: u16, text: &str, class: u16, method: u16) -> Self {
         Self {
             code: ReplyCode(code),
             text: text.to_owned(),
             method: (class != 0).then_some(MethodId::new(class, method)),
-            initiator,
+            initiator: Initiator::Server,
         }
     }
 

@@ -63,6 +63,38 @@ pub struct RecordedBinding {
     pub arguments: FieldTable,
 }
 
+impl RecordedBinding {
+    /// A binding of `queue` to `exchange`.
+    pub(crate) fn queue(
+        exchange: &ShortString,
+        queue: &ShortString,
+        routing_key: &ShortString,
+        arguments: &FieldTable,
+    ) -> Self {
+        Self {
+            source: exchange.clone(),
+            destination: BindingDestination::Queue(queue.clone()),
+            routing_key: routing_key.clone(),
+            arguments: arguments.clone(),
+        }
+    }
+
+    /// A binding of exchange `destination` to exchange `source`.
+    pub(crate) fn exchange(
+        source: &ShortString,
+        destination: &ShortString,
+        routing_key: &ShortString,
+        arguments: &FieldTable,
+    ) -> Self {
+        Self {
+            source: source.clone(),
+            destination: BindingDestination::Exchange(destination.clone()),
+            routing_key: routing_key.clone(),
+            arguments: arguments.clone(),
+        }
+    }
+}
+
 /// A consumer started on the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedConsumer {

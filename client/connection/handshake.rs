@@ -13,7 +13,7 @@ use tracing::{debug, trace};
 
 use super::options::{AuthMechanism, ConnectionOptions};
 use super::transport::Transport;
-use crate::error::{Close, Error, Initiator, Result};
+use crate::error::{Close, Error, Result};
 use crate::frame::{self, FRAME_MIN_SIZE, Frame, FrameDecoder, PROTOCOL_HEADER};
 use crate::protocol::{
     ConnectionClose, ConnectionCloseOk, ConnectionOpen, ConnectionSecureOk, ConnectionStart,
@@ -370,13 +370,7 @@ impl HandshakeIo {
         // Best effort: the broker closes the socket right after, and the close reason is what
         // the caller needs.
         let _ = self.send(&ConnectionCloseOk {}).await;
-        let close = Close::from_method(
-            close.reply_code,
-            &close.reply_text,
-            close.class_id,
-            close.method_id,
-            Initiator::Server,
-        );
+        let close = Close::from_connection_close(&close);
         debug!(%close, "broker closed the connection during the handshake");
         close
     }

@@ -19,9 +19,7 @@ use crate::message::ReturnedMessage;
 use crate::protocol::{
     BasicCancelOk, BasicProperties, ChannelCloseOk, ChannelFlowOk, ConnectionCloseOk, Method,
 };
-use crate::topology::{
-    BindingDestination, RecordedBinding, RecordedConsumer, RecordedExchange, RecordedQueue,
-};
+use crate::topology::{RecordedBinding, RecordedConsumer, RecordedExchange, RecordedQueue};
 use crate::wire::{ContentProperties, DecodeError, Reader, ShortString};
 
 impl Driver {
@@ -88,13 +86,7 @@ impl Driver {
         trace!(method = method.name(), "received on channel 0");
         match method {
             Method::ConnectionClose(close) => {
-                let close = Close::from_method(
-                    close.reply_code,
-                    &close.reply_text,
-                    close.class_id,
-                    close.method_id,
-                    Initiator::Server,
-                );
+                let close = Close::from_connection_close(&close);
                 warn!(%close, "the broker closed the connection");
                 let _ = self.write_method(0, &ConnectionCloseOk {}.into());
                 let reason = Error::ConnectionClosed(close);
@@ -213,13 +205,7 @@ impl Driver {
                 self.write_method(channel, &ok.into())?;
             }
             Method::ChannelClose(close) => {
-                let close = Close::from_method(
-                    close.reply_code,
-                    &close.reply_text,
-                    close.class_id,
-                    close.method_id,
-                    Initiator::Server,
-                );
+                let close = Close::from_channel_close(&close);
                 warn!(channel, %close, "the broker closed a channel");
                 self.write_method(channel, &ChannelCloseOk {}.into())?;
                 self.channel_closed(channel, Some(close));
@@ -372,30 +358,30 @@ impl Driver {
                 }
             }
             Method::QueueDelete(delete) => topology.delete_queue(&delete.queue),
-            Method::QueueBind(bind) => topology.bind(RecordedBinding {
-                source: bind.exchange.clone(),
-                destination: BindingDestination::Queue(bind.queue.clone()),
-                routing_key: bind.routing_key.clone(),
-                arguments: bind.arguments.clone(),
-            }),
-            Method::QueueUnbind(unbind) => topology.unbind(&RecordedBinding {
-                source: unbind.exchange.clone(),
-                destination: BindingDestination::Queue(unbind.queue.clone()),
-                routing_key: unbind.routing_key.clone(),
-                arguments: unbind.arguments.clone(),
-            }),
-            Method::ExchangeBind(bind) => topology.bind(RecordedBinding {
-                source: bind.source.clone(),
-                destination: BindingDestination::Exchange(bind.destination.clone()),
-                routing_key: bind.routing_key.clone(),
-                arguments: bind.arguments.clone(),
-            }),
-            Method::ExchangeUnbind(unbind) => topology.unbind(&RecordedBinding {
-                source: unbind.source.clone(),
-                destination: BindingDestination::Exchange(unbind.destination.clone()),
-                routing_key: unbind.routing_key.clone(),
-                arguments: unbind.arguments.clone(),
-            }),
+            Method::QueueBind(bind) => topology.bind(RecordedBinding::queue(
+                &bind.exchange,
+                &bind.queue,
+                &bind.routing_key,
+                &bind.arguments,
+            )),
+            Method::QueueUnbind(unbind) => topology.unbind(&RecordedBinding::queue(
+                &unbind.exchange,
+                &unbind.queue,
+                &unbind.routing_key,
+                &unbind.arguments,
+            )),
+            Method::ExchangeBind(bind) => topology.bind(RecordedBinding::exchange(
+                &bind.source,
+                &bind.destination,
+                &bind.routing_key,
+                &bind.arguments,
+            )),
+            Method::ExchangeUnbind(unbind) => topology.unbind(&RecordedBinding::exchange(
+                &unbind.source,
+                &unbind.destination,
+                &unbind.routing_key,
+                &unbind.arguments,
+            )),
             _ => {}
         }
     }
