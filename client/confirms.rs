@@ -48,11 +48,14 @@ impl Confirmation {
 
 /// A publish in flight: await it for its [`Confirmation`].
 ///
-/// Awaiting is optional; dropping it does not cancel the publish. It resolves to an error if
-/// the publish could not be sent (the channel closed first, or the headers do not fit in a
-/// frame), or if the channel or connection closed before the broker confirmed it: such a
+/// Awaiting is optional: on a channel without confirms there is nothing to learn, and
+/// dropping it never cancels the publish. In confirm mode, await it (or call
+/// [`Channel::wait_for_confirms`](crate::Channel::wait_for_confirms)) to know the message is
+/// safe.
+///
+/// It resolves to an error if the publish could not be sent (the channel closed first, or the
+/// headers do not fit in a frame), or if the channel or connection closed before the broker confirmed it: such a
 /// message may or may not have reached a queue.
-#[must_use = "a publish may fail: await the confirmation to learn whether it was delivered"]
 #[derive(Debug)]
 pub struct PublishConfirm {
     receiver: oneshot::Receiver<Result<Confirmation>>,

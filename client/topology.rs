@@ -222,6 +222,11 @@ impl Topology {
     }
 }
 
+fn name_of(name: &str) -> ShortString {
+    // Names in the topology came from ShortStrings, so any name compared against them fits.
+    ShortString::try_from(name).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,9 +285,4 @@ mod tests {
         assert!(topology.bindings.is_empty());
         assert!(topology.exchanges.is_empty(), "x lost its last binding");
     }
-}
-
-fn name_of(name: &str) -> ShortString {
-    // Names in the topology came from ShortStrings, so any name compared against them fits.
-    ShortString::try_from(name).unwrap_or_default()
 }

@@ -783,28 +783,32 @@ async fn mandatory_unroutable_publish_comes_back_on_returns() {
             mandatory: true,
             ..Default::default()
         };
-        let _ = within(
-            "basic.publish",
-            channel.basic_publish("", &queue, mandatory, "routed", BasicProperties::default()),
-        )
-        .await
-        .unwrap();
+        drop(
+            within(
+                "basic.publish",
+                channel.basic_publish("", &queue, mandatory, "routed", BasicProperties::default()),
+            )
+            .await
+            .unwrap(),
+        );
         let properties = BasicProperties {
             message_id: Some(s("returned-1")),
             ..Default::default()
         };
-        let _ = within(
-            "basic.publish",
-            channel.basic_publish(
-                "amq.direct",
-                &unroutable,
-                mandatory,
-                "returned",
-                properties.clone(),
-            ),
-        )
-        .await
-        .unwrap();
+        drop(
+            within(
+                "basic.publish",
+                channel.basic_publish(
+                    "amq.direct",
+                    &unroutable,
+                    mandatory,
+                    "returned",
+                    properties.clone(),
+                ),
+            )
+            .await
+            .unwrap(),
+        );
 
         let returned = within("returns stream", returns.next())
             .await
@@ -1042,18 +1046,20 @@ async fn every_returns_stream_sees_every_return() {
         };
         let key = unique("nowhere");
         for i in 0..3 {
-            let _ = within(
-                "basic.publish",
-                channel.basic_publish(
-                    "amq.direct",
-                    &key,
-                    mandatory,
-                    format!("r{i}"),
-                    BasicProperties::default(),
-                ),
-            )
-            .await
-            .unwrap();
+            drop(
+                within(
+                    "basic.publish",
+                    channel.basic_publish(
+                        "amq.direct",
+                        &key,
+                        mandatory,
+                        format!("r{i}"),
+                        BasicProperties::default(),
+                    ),
+                )
+                .await
+                .unwrap(),
+            );
         }
         for i in 0..3 {
             let a = within("first returns stream", first.next()).await.unwrap();

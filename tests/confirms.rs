@@ -133,9 +133,9 @@ async fn wait_for_confirms_waits_for_every_publish() {
         };
         let unroutable = unique("nowhere");
         for _ in 0..3 {
-            let _ = start_publish(&channel, "amq.direct", &unroutable, mandatory, "lost").await;
+            drop(start_publish(&channel, "amq.direct", &unroutable, mandatory, "lost").await);
         }
-        let _ = start_publish(&channel, "", &queue, mandatory, "kept").await;
+        drop(start_publish(&channel, "", &queue, mandatory, "kept").await);
         let summary = within("wait_for_confirms", channel.wait_for_confirms())
             .await
             .unwrap();

@@ -846,6 +846,31 @@ async fn a_protocol_header_arriving_in_pieces_is_still_recognised() {
     }
 }
 
+#[tokio::test]
+async fn a_server_of_another_protocol_is_named_as_such() {
+    // An HTTP server on the port answers the protocol header with an error page.
+    let broker = support::FakeBroker::bind().await;
+    let options = broker.options();
+    let (result, ()) = tokio::join!(
+        within(STEP, "connect", Connection::connect_with(options)),
+        async {
+            let mut peer = broker.accept().await;
+            assert_eq!(peer.read_protocol_header().await, support::PROTOCOL_HEADER);
+            peer.send_raw(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            peer.shutdown_write().await;
+            peer.expect_eof().await;
+        }
+    );
+    match result {
+        Err(Error::Handshake(message)) => {
+            assert!(message.contains("does not speak AMQP"), "{message}");
+            assert!(message.contains("HTTP/1.1 400"), "{message}");
+        }
+        other => panic!("expected a handshake error naming the protocol, got {other:?}"),
+    }
+}
+
 // ===== 9. authentication =====
 
 #[tokio::test]

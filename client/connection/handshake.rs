@@ -79,6 +79,7 @@ pub(crate) async fn open(transport: Transport, options: &ConnectionOptions) -> R
         read_buf: BytesMut::with_capacity(FRAME_MIN_SIZE as usize),
         write_buf: BytesMut::with_capacity(FRAME_MIN_SIZE as usize),
         decoder: FrameDecoder::default(),
+        heard: false,
     };
     match negotiate(&mut io, options).await {
         Ok((tuning, server_properties)) => Ok(Opened {
@@ -281,6 +282,8 @@ struct HandshakeIo {
     read_buf: BytesMut,
     write_buf: BytesMut,
     decoder: FrameDecoder,
+    /// Whether the peer has sent a whole frame yet.
+    heard: bool,
 }
 
 impl HandshakeIo {
@@ -324,7 +327,23 @@ impl HandshakeIo {
                 self.read_more(expected).await?;
                 continue;
             }
-            match self.decoder.decode(&mut self.read_buf)? {
+            // An AMQP broker's first frame is a method (connection.start). Anything else first is
+            // another protocol (an HTTP server on the port, say): say so, rather than report its
+            // bytes as an oversized frame.
+            if !self.heard
+                && let Some(&first) = self.read_buf.first()
+                && first != frame::FRAME_METHOD
+                && first != frame::FRAME_HEARTBEAT
+            {
+                let shown = &self.read_buf[..self.read_buf.len().min(32)];
+                return Err(Error::Handshake(format!(
+                    "the server does not speak AMQP: it answered \"{}\"; check the host and port",
+                    shown.escape_ascii()
+                )));
+            }
+            let decoded = self.decoder.decode(&mut self.read_buf)?;
+            self.heard |= decoded.is_some();
+            match decoded {
                 Some(Frame::Method { channel: 0, method }) => {
                     trace!(method = method.name(), "received");
                     return Ok(method);
