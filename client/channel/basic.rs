@@ -320,7 +320,7 @@ impl Channel {
 
 /// The stream [`Channel::returns`] gives.
 pub struct Returns {
-    inner: BroadcastStream<ReturnedMessage>,
+    inner: BroadcastStream<Arc<ReturnedMessage>>,
 }
 
 impl std::fmt::Debug for Returns {
@@ -339,7 +339,9 @@ impl futures_core::Stream for Returns {
         use std::task::Poll;
         loop {
             match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => return Poll::Ready(Some(message)),
+                Poll::Ready(Some(Ok(message))) => {
+                    return Poll::Ready(Some(Arc::unwrap_or_clone(message)));
+                }
                 Poll::Ready(Some(Err(lagged))) => {
                     tracing::warn!(%lagged, "returns stream fell behind and lost returned messages");
                 }

@@ -46,8 +46,19 @@ pub(crate) struct ChannelShared {
     pub prefetch: AtomicU16,
     /// `false` while the broker has paused the channel with `channel.flow`.
     pub flow: watch::Sender<bool>,
-    /// Returned messages go out here; taken (so that `returns()` streams end) at close.
-    returns: Mutex<Option<broadcast::Sender<ReturnedMessage>>>,
+    /// Where returned messages go.
+    returns: Mutex<ReturnsSender>,
+}
+
+/// The sender of a channel's returns streams. It is made by the first `returns()` call, not
+/// with the channel: its buffer is sized for a burst of returns, and most channels never
+/// listen.
+#[derive(Debug)]
+enum ReturnsSender {
+    NobodyListened,
+    Listening(broadcast::Sender<Arc<ReturnedMessage>>),
+    /// The channel closed; dropping the sender ended the streams.
+    Closed,
 }
 
 impl ChannelShared {
@@ -60,7 +71,7 @@ impl ChannelShared {
             in_flight: OnceLock::new(),
             prefetch: AtomicU16::new(0),
             flow: watch::Sender::new(true),
-            returns: Mutex::new(Some(broadcast::Sender::new(RETURNS_CAPACITY))),
+            returns: Mutex::new(ReturnsSender::NobodyListened),
         }
     }
 
@@ -79,24 +90,29 @@ impl ChannelShared {
         // Wake publishers waiting for flow, so they see the close.
         self.flow.send_replace(true);
         // End the returns streams.
-        self.returns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        *self.returns.lock().unwrap_or_else(|e| e.into_inner()) = ReturnsSender::Closed;
     }
 
     /// Passes a returned message to the returns streams; `false` if nobody listens.
-    pub(crate) fn publish_return(&self, message: ReturnedMessage) -> bool {
-        let returns = self.returns.lock().unwrap_or_else(|e| e.into_inner());
-        returns.as_ref().is_some_and(|r| r.send(message).is_ok())
+    pub(crate) fn publish_return(&self, message: &ReturnedMessage) -> bool {
+        match &*self.returns.lock().unwrap_or_else(|e| e.into_inner()) {
+            ReturnsSender::Listening(sender) => sender.send(Arc::new(message.clone())).is_ok(),
+            ReturnsSender::NobodyListened | ReturnsSender::Closed => false,
+        }
     }
 
     /// A receiver of returned messages; already ended if the channel is closed.
-    pub(crate) fn subscribe_returns(&self) -> broadcast::Receiver<ReturnedMessage> {
-        let returns = self.returns.lock().unwrap_or_else(|e| e.into_inner());
-        match returns.as_ref() {
-            Some(sender) => sender.subscribe(),
-            None => broadcast::Sender::new(1).subscribe(),
+    pub(crate) fn subscribe_returns(&self) -> broadcast::Receiver<Arc<ReturnedMessage>> {
+        let mut returns = self.returns.lock().unwrap_or_else(|e| e.into_inner());
+        match &*returns {
+            ReturnsSender::Listening(sender) => sender.subscribe(),
+            ReturnsSender::NobodyListened => {
+                let sender = broadcast::Sender::new(RETURNS_CAPACITY);
+                let receiver = sender.subscribe();
+                *returns = ReturnsSender::Listening(sender);
+                receiver
+            }
+            ReturnsSender::Closed => broadcast::Sender::new(1).subscribe(),
         }
     }
 

@@ -447,7 +447,7 @@ impl Driver {
                 };
                 debug!(channel, exchange = %message.exchange, routing_key = %message.routing_key,
                        "message returned");
-                if !state.shared.publish_return(message.clone()) && state.ledger.is_none() {
+                if !state.shared.publish_return(&message) && state.ledger.is_none() {
                     warn!(
                         channel,
                         "a mandatory message was returned but nothing listens to Channel::returns \
