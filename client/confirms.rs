@@ -57,15 +57,30 @@ impl Confirmation {
 /// headers do not fit in a frame), or if the channel or connection closed before the broker confirmed it: such a
 /// message may or may not have reached a queue.
 #[derive(Debug)]
-pub struct PublishConfirm {
-    receiver: oneshot::Receiver<Result<Confirmation>>,
-    /// Asked for the close reason if the driver vanished without answering.
-    channel: Channel,
+pub struct PublishConfirm(ConfirmState);
+
+#[derive(Debug)]
+enum ConfirmState {
+    /// Confirm mode: the driver answers when the broker does.
+    Pending {
+        receiver: oneshot::Receiver<Result<Confirmation>>,
+        /// Asked for the close reason if the driver vanished without answering.
+        channel: Channel,
+    },
+    /// Known at once (no confirm mode), or already taken.
+    Ready(Option<Confirmation>),
 }
 
 impl PublishConfirm {
-    pub(crate) fn new(receiver: oneshot::Receiver<Result<Confirmation>>, channel: Channel) -> Self {
-        Self { receiver, channel }
+    pub(crate) fn pending(
+        receiver: oneshot::Receiver<Result<Confirmation>>,
+        channel: Channel,
+    ) -> Self {
+        Self(ConfirmState::Pending { receiver, channel })
+    }
+
+    pub(crate) fn not_requested() -> Self {
+        Self(ConfirmState::Ready(Some(Confirmation::NotRequested)))
     }
 }
 
@@ -73,10 +88,15 @@ impl Future for PublishConfirm {
     type Output = Result<Confirmation>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.receiver).poll(cx) {
-            Poll::Ready(Ok(result)) => Poll::Ready(result),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(self.channel.closed_error())),
-            Poll::Pending => Poll::Pending,
+        match &mut self.0 {
+            ConfirmState::Pending { receiver, channel } => match Pin::new(receiver).poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(channel.closed_error())),
+                Poll::Pending => Poll::Pending,
+            },
+            ConfirmState::Ready(confirmation) => Poll::Ready(confirmation.take().ok_or(
+                Error::InvalidState("a publish confirmation was awaited after it completed"),
+            )),
         }
     }
 }
@@ -118,9 +138,10 @@ impl Mandatory {
 /// One publish the broker has not answered yet.
 #[derive(Debug)]
 pub(crate) struct Unconfirmed {
-    pub reply: oneshot::Sender<Result<Confirmation>>,
+    /// `None` when the publisher did not ask (it published before `confirm.select` returned).
+    pub reply: Option<oneshot::Sender<Result<Confirmation>>>,
     /// Set for mandatory publishes, the only ones the broker returns.
-    pub mandatory: Option<Mandatory>,
+    pub mandatory: Option<Box<Mandatory>>,
     /// A returned message matched to this publish, given with its ack.
     pub returned: Option<Box<ReturnedMessage>>,
     /// Releases a place in the channel's in-flight limit when dropped.
@@ -217,7 +238,9 @@ impl ConfirmLedger {
                     Confirmation::Nack
                 }
             };
-            let _ = entry.reply.send(Ok(outcome));
+            if let Some(reply) = entry.reply {
+                let _ = reply.send(Ok(outcome));
+            }
         }
         while let Some(None) = self.pending.front() {
             self.pending.pop_front();
@@ -298,8 +321,8 @@ impl ConfirmLedger {
 
     /// Fails every unconfirmed publish and waiter with `error` (the channel or connection closed).
     pub(crate) fn fail(&mut self, error: &Error) {
-        for entry in self.pending.drain(..).flatten() {
-            let _ = entry.reply.send(Err(error.clone()));
+        for reply in self.pending.drain(..).flatten().filter_map(|e| e.reply) {
+            let _ = reply.send(Err(error.clone()));
         }
         self.unsettled = 0;
         for waiter in self.waiters.drain(..) {
@@ -320,12 +343,12 @@ mod tests {
     ) -> oneshot::Receiver<Result<Confirmation>> {
         let (reply, receiver) = oneshot::channel();
         ledger.push(Unconfirmed {
-            reply,
-            mandatory: Some(Mandatory {
+            reply: Some(reply),
+            mandatory: Some(Box::new(Mandatory {
                 exchange: ShortString::from_static("x"),
                 routing_key: ShortString::from_static(key),
                 body: Bytes::from_static(b"body"),
-            }),
+            })),
             returned: None,
             _permit: None,
         });

@@ -17,10 +17,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_core::Stream;
-use tokio::sync::mpsc;
 
 use crate::channel::{BasicAckOptions, BasicNackOptions, BasicRejectOptions, Channel};
 use crate::connection::command::Command;
+use crate::delivery_queue;
 use crate::error::{Error, Result};
 use crate::frame::ContentHeader;
 use crate::message::{Delivery, Envelope};
@@ -86,7 +86,7 @@ impl ConsumerShared {
 pub struct Consumer {
     tag: ShortString,
     channel: Channel,
-    receiver: mpsc::Receiver<ConsumerEvent>,
+    receiver: delivery_queue::Receiver<ConsumerEvent>,
     shared: Arc<ConsumerShared>,
     no_ack: bool,
     cancelled: bool,
@@ -97,7 +97,7 @@ impl Consumer {
     pub(crate) fn new(
         tag: ShortString,
         channel: Channel,
-        receiver: mpsc::Receiver<ConsumerEvent>,
+        receiver: delivery_queue::Receiver<ConsumerEvent>,
         shared: Arc<ConsumerShared>,
         no_ack: bool,
     ) -> Self {
@@ -207,8 +207,7 @@ impl Drop for Consumer {
             return;
         }
         // Hand back what was delivered but never read, so it is not stuck until the channel closes.
-        self.receiver.close();
-        while let Ok(raw) = self.receiver.try_recv() {
+        for raw in self.receiver.close() {
             connection.control(Command::Send {
                 channel: self.channel.id(),
                 method: BasicReject {

@@ -29,6 +29,7 @@ pub mod channel;
 mod confirms;
 pub mod connection;
 pub mod consumer;
+mod delivery_queue;
 mod error;
 pub mod frame;
 mod message;

@@ -4,17 +4,24 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::BroadcastStream;
+
+/// Bytes a channel's encode buffer grows by.
+const ENCODE_BUFFER_SIZE: usize = 16 * 1024;
+/// Spare capacity under which the encode buffer grows before encoding.
+const ENCODE_BUFFER_LOW: usize = 1024;
 
 use super::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, BasicRecoverOptions, BasicRejectOptions, Channel,
 };
-use crate::confirms::PublishConfirm;
+use crate::confirms::{Mandatory, PublishConfirm};
 use crate::connection::command::{Command, OnReply, Publish};
 use crate::consumer::{Consumer, ConsumerShared, DEFAULT_CONSUMER_BUFFER, decode_delivery};
+use crate::delivery_queue;
 use crate::error::{Error, Result};
+use crate::frame;
 use crate::message::{Envelope, GetMessage, ReturnedMessage};
 use crate::protocol::{
     BasicAck, BasicCancel, BasicConsume, BasicGet, BasicNack, BasicProperties, BasicPublish,
@@ -63,7 +70,7 @@ impl Channel {
             0 => DEFAULT_CONSUMER_BUFFER,
             prefetch => usize::from(prefetch),
         };
-        let (events, receiver) = mpsc::channel(capacity);
+        let (events, receiver) = delivery_queue::channel(capacity);
         let shared = Arc::new(ConsumerShared::default());
         let on_reply = OnReply::RegisterConsumer {
             events,
@@ -160,6 +167,24 @@ impl Channel {
         properties: BasicProperties,
     ) -> Result<PublishConfirm> {
         let shared = self.shared();
+        let frames = self.encode_publish(&method, &properties, body.len())?;
+        drop(properties);
+        // Only a publish in confirm mode has an outcome to wait for; the others need no
+        // channel back from the driver.
+        let confirming = shared.confirm_mode.load(Ordering::Acquire);
+        let (reply, confirm) = if confirming {
+            let (reply, receiver) = oneshot::channel();
+            (Some(reply), PublishConfirm::pending(receiver, self.clone()))
+        } else {
+            (None, PublishConfirm::not_requested())
+        };
+        let mandatory = (confirming && method.mandatory).then(|| {
+            Box::new(Mandatory {
+                exchange: method.exchange,
+                routing_key: method.routing_key,
+                body: body.clone(),
+            })
+        });
         // Honour channel.flow: publishes wait while the broker has paused the channel.
         let paused = !*shared.flow.borrow();
         let limit = shared.in_flight.get();
@@ -172,18 +197,17 @@ impl Channel {
                 Err(_) => (false, None),
             },
         };
-        let (reply, receiver) = oneshot::channel();
         let mut command = Command::Publish(Publish {
             channel: self.id(),
-            method,
-            properties,
+            frames,
             body,
             reply,
+            mandatory,
             permit,
         });
         if fast {
             match self.try_command(command)? {
-                None => return Ok(PublishConfirm::new(receiver, self.clone())),
+                None => return Ok(confirm),
                 // The driver's queue is full: wait for room below, within the deadline.
                 Some(back) => command = back,
             }
@@ -213,7 +237,44 @@ impl Channel {
                 operation: "basic.publish",
                 after: self.timeout(),
             })??;
-        Ok(PublishConfirm::new(receiver, self.clone()))
+        Ok(confirm)
+    }
+
+    /// Encodes the method and content header frames of a publish, checking that they fit in
+    /// the negotiated frame_max.
+    fn encode_publish(
+        &self,
+        method: &BasicPublish,
+        properties: &BasicProperties,
+        body_size: usize,
+    ) -> Result<Bytes> {
+        let frame_max = self.connection_inner().state.frame_max();
+        let mut buffer = self
+            .shared()
+            .encode_buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if buffer.capacity() < ENCODE_BUFFER_LOW {
+            // Reclaims the old storage once the driver has dropped every frame split off it.
+            buffer.reserve(ENCODE_BUFFER_SIZE);
+        }
+        let encoded =
+            frame::encode_method(&mut buffer, self.id(), method, frame_max).and_then(|()| {
+                frame::encode_content_header(
+                    &mut buffer,
+                    self.id(),
+                    properties,
+                    body_size as u64,
+                    frame_max,
+                )
+            });
+        match encoded {
+            Ok(()) => Ok(buffer.split().freeze()),
+            Err(error) => {
+                buffer.clear();
+                Err(error.into())
+            }
+        }
     }
 
     /// Fetches one message from `queue` (`basic.get`), or `None` if it is empty.

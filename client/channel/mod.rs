@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::sync::{Semaphore, broadcast, oneshot, watch};
 
 use crate::connection::command::{Command, OnReply, Rpc, RpcReply};
@@ -48,6 +49,9 @@ pub(crate) struct ChannelShared {
     pub flow: watch::Sender<bool>,
     /// Where returned messages go.
     returns: Mutex<ReturnsSender>,
+    /// Where publishers encode their method and header frames: frames are split off it, so
+    /// one allocation serves many publishes.
+    pub encode_buffer: Mutex<BytesMut>,
 }
 
 /// The sender of a channel's returns streams. It is made by the first `returns()` call, not
@@ -72,6 +76,7 @@ impl ChannelShared {
             prefetch: AtomicU16::new(0),
             flow: watch::Sender::new(true),
             returns: Mutex::new(ReturnsSender::NobodyListened),
+            encode_buffer: Mutex::new(BytesMut::new()),
         }
     }
 
@@ -285,11 +290,21 @@ impl Channel {
                 M::NAME
             )));
         }
+        let selects_confirms = matches!(method, Method::ConfirmSelect(_));
         self.command(Command::Send {
             channel: self.id(),
             method,
         })
-        .await
+        .await?;
+        if selects_confirms {
+            // No select-ok will come. Publishes queued after this one are numbered by the
+            // broker, so from now on they need a confirmation to report.
+            self.handle
+                .shared
+                .confirm_mode
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Sends a synchronous method and waits for one of `replies`, with this handle's deadline.
@@ -326,9 +341,10 @@ impl Channel {
 
     /// Queues a command for the driver, failing at once if the channel is closed.
     pub(crate) async fn command(&self, command: Command) -> Result<()> {
-        if let Some(error) = self.handle.shared.closed_reason() {
-            return Err(error);
-        }
+        // Most of the time the queue has room: skip the asynchronous send's machinery.
+        let Some(command) = self.try_command(command)? else {
+            return Ok(());
+        };
         self.handle
             .connection
             .inner

@@ -3,21 +3,18 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::channel::ChannelShared;
-use crate::confirms::{ConfirmSummary, Confirmation};
+use crate::confirms::{ConfirmSummary, Confirmation, Mandatory};
 use crate::consumer::{ConsumerEvent, ConsumerShared};
+use crate::delivery_queue;
 use crate::error::Result;
 use crate::frame::ContentHeader;
-use crate::protocol::{BasicProperties, BasicPublish, Method};
+use crate::protocol::Method;
 use crate::wire::{MethodId, ShortString};
 
 /// A request from a handle to the driver.
-// `Publish` is by far the largest variant (the message properties are inline). Boxing it
-// would cost an allocation per message on the hottest path; the command queue's slots are
-// allocated in blocks and reused, so their size costs only memory, once.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Open a channel on the lowest free number.
@@ -81,20 +78,24 @@ pub(crate) enum OnReply {
     Nothing,
     /// `basic.consume-ok`: route the consumer's deliveries to this stream.
     RegisterConsumer {
-        events: mpsc::Sender<ConsumerEvent>,
+        events: delivery_queue::Sender<ConsumerEvent>,
         shared: Arc<ConsumerShared>,
         no_ack: bool,
     },
 }
 
-/// A message to publish.
+/// A message to publish, its method and content header already encoded by the publisher.
 #[derive(Debug)]
 pub(crate) struct Publish {
     pub channel: u16,
-    pub method: BasicPublish,
-    pub properties: BasicProperties,
+    /// The `basic.publish` method frame and the content header frame.
+    pub frames: Bytes,
     pub body: Bytes,
-    pub reply: oneshot::Sender<Result<Confirmation>>,
+    /// The publisher's confirmation, in confirm mode.
+    pub reply: Option<oneshot::Sender<Result<Confirmation>>>,
+    /// What a `basic.return` of this publish would carry, for mandatory publishes in confirm
+    /// mode.
+    pub mandatory: Option<Box<Mandatory>>,
     /// A place in the channel's in-flight limit, held until the broker confirms.
     pub permit: Option<OwnedSemaphorePermit>,
 }

@@ -91,6 +91,11 @@ impl ConnectionState {
         let _ = self.events.send(event);
     }
 
+    /// The negotiated frame_max.
+    pub(crate) fn frame_max(&self) -> u32 {
+        self.tuning.frame_max
+    }
+
     pub(crate) fn topology(&self) -> MutexGuard<'_, Topology> {
         self.topology.lock().unwrap_or_else(|e| e.into_inner())
     }

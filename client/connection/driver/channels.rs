@@ -1,18 +1,46 @@
 //! The driver's per-channel protocol state, and the table that numbers channels.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::channel::ChannelShared;
 use crate::confirms::ConfirmLedger;
 use crate::connection::command::{OnReply, RpcReply};
 use crate::consumer::{ConsumerEvent, ConsumerShared};
+use crate::delivery_queue;
 use crate::error::{Error, Result};
 use crate::frame::ContentAssembler;
 use crate::protocol::{BasicDeliver, BasicGetOk, BasicReturn, Method};
 use crate::wire::{MethodId, ShortString};
+
+/// Hashes consumer tags for the per-delivery lookup with FNV-1a: tags are short and come from
+/// the broker or the application, never from an attacker who could choose collisions, so the
+/// default SipHash's protection is not worth its cost on every delivery.
+pub(super) type TagHasher = BuildHasherDefault<Fnv1a>;
+
+/// The FNV-1a hash function.
+pub(super) struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A content-carrying method waiting for its header and body.
 #[derive(Debug)]
@@ -44,7 +72,7 @@ impl PendingRpc {
 /// Where a consumer's deliveries go.
 #[derive(Debug)]
 pub(super) struct ConsumerSlot {
-    pub events: mpsc::Sender<ConsumerEvent>,
+    pub events: delivery_queue::Sender<ConsumerEvent>,
     pub shared: Arc<ConsumerShared>,
     pub no_ack: bool,
 }
@@ -76,10 +104,10 @@ pub(super) struct ChannelState {
     pub phase: Phase,
     pub rpcs: VecDeque<PendingRpc>,
     pub content: ContentAssembler<ContentMethod>,
-    pub consumers: HashMap<ShortString, ConsumerSlot>,
+    pub consumers: HashMap<ShortString, ConsumerSlot, TagHasher>,
     /// Consumers whose streams were dropped: their late deliveries are requeued.
     /// The value says whether the consumer was `no_ack` (then there is nothing to requeue).
-    pub forgotten: HashMap<ShortString, bool>,
+    pub forgotten: HashMap<ShortString, bool, TagHasher>,
     pub ledger: Option<ConfirmLedger>,
 }
 
@@ -94,8 +122,8 @@ impl ChannelState {
             phase: Phase::Opening(Some(reply)),
             rpcs: VecDeque::new(),
             content: ContentAssembler::new(max_body_size),
-            consumers: HashMap::new(),
-            forgotten: HashMap::new(),
+            consumers: HashMap::default(),
+            forgotten: HashMap::default(),
             ledger: None,
         }
     }

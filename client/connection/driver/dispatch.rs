@@ -3,8 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio_util::sync::PollSender;
 use tracing::{debug, trace, warn};
 
 use super::channels::{ChannelState, ConsumerSlot, ContentMethod, PendingRpc, Phase};
@@ -13,6 +11,7 @@ use crate::channel::ExchangeKind;
 use crate::connection::ConnectionEvent;
 use crate::connection::command::{OnReply, RpcReply};
 use crate::consumer::RawDelivery;
+use crate::delivery_queue::TrySendError;
 use crate::error::{Close, Error, Initiator, Result};
 use crate::frame::{Content, ContentHeader, Frame};
 use crate::message::ReturnedMessage;
@@ -484,7 +483,7 @@ impl Driver {
                 trace!(channel, "consumer buffer full; pausing reads");
                 self.stalled = Some(Stalled {
                     channel,
-                    sender: PollSender::new(slot.events.clone()),
+                    sender: slot.events.share(),
                     delivery: Some(delivery),
                 });
             }

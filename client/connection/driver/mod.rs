@@ -24,7 +24,6 @@ use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
-use tokio_util::sync::PollSender;
 use tracing::{debug, trace, warn};
 
 use self::channels::{ChannelState, ChannelTable, PendingRpc, Phase};
@@ -33,8 +32,9 @@ use super::command::{Command, OnReply, Publish, Rpc};
 use super::handshake::{Opened, Tuning};
 use super::transport::Transport;
 use super::write_queue::WriteQueue;
-use crate::confirms::{ConfirmLedger, Confirmation, Mandatory, Unconfirmed};
+use crate::confirms::{ConfirmLedger, Confirmation, Unconfirmed};
 use crate::consumer::ConsumerEvent;
+use crate::delivery_queue::{self, TrySendError};
 use crate::error::{Close, Error, Initiator, Result};
 use crate::frame::{self, FrameDecoder};
 use crate::protocol::{ChannelClose, ChannelOpen, ConnectionClose, Method, ReplyCode};
@@ -57,7 +57,7 @@ const PROTOCOL_CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// A delivery waiting for room in its consumer's buffer; the driver reads nothing meanwhile.
 struct Stalled {
     channel: u16,
-    sender: PollSender<ConsumerEvent>,
+    sender: delivery_queue::Sender<ConsumerEvent>,
     delivery: Option<ConsumerEvent>,
 }
 
@@ -230,20 +230,20 @@ impl Driver {
         let Some(stalled) = &mut self.stalled else {
             return false;
         };
-        match stalled.sender.poll_reserve(cx) {
+        let ready = match stalled.sender.poll_ready(cx) {
             Poll::Pending => return false,
-            Poll::Ready(Ok(())) => {
-                if let Some(delivery) = stalled.delivery.take() {
-                    // Room was reserved, so this cannot fail for lack of it.
-                    let _ = stalled.sender.send_item(delivery);
-                }
-            }
-            Poll::Ready(Err(_)) => {
+            Poll::Ready(ready) => ready,
+        };
+        let channel = stalled.channel;
+        if let Some(delivery) = stalled.delivery.take() {
+            // Reading is paused, so nothing else can have taken the room the queue reported.
+            let refused = match ready {
+                Ok(()) => stalled.sender.try_send(delivery).err(),
+                Err(()) => Some(TrySendError::Closed(delivery)),
+            };
+            if let Some(TrySendError::Closed(delivery) | TrySendError::Full(delivery)) = refused {
                 // The consumer went away while we waited: requeue.
-                let channel = stalled.channel;
-                if let Some(delivery) = stalled.delivery.take() {
-                    self.requeue(channel, delivery.deliver.delivery_tag);
-                }
+                self.requeue(channel, delivery.deliver.delivery_tag);
             }
         }
         self.stalled = None;
@@ -409,39 +409,20 @@ impl Driver {
     fn publish(&mut self, publish: Publish) {
         let Publish {
             channel,
-            method,
-            properties,
+            frames,
             body,
             reply,
+            mandatory,
             permit,
         } = publish;
-        let frame_max = self.tuning.frame_max;
-        let open = self.channels.get_mut(channel).is_some_and(|c| c.is_open());
-        if !open {
-            let _ = reply.send(Err(self.channel_gone(channel)));
-            return;
-        }
-        let buffer = self.writes.buffer();
-        let mark = buffer.len();
-        let encoded = frame::encode_method(buffer, channel, &method, frame_max).and_then(|()| {
-            frame::encode_content_header(buffer, channel, &properties, body.len() as u64, frame_max)
-        });
-        if let Err(e) = encoded {
-            buffer.truncate(mark);
-            let _ = reply.send(Err(e.into()));
-            return;
-        }
-        self.writes.push_body(channel, &body, frame_max);
-        let Some(state) = self.channels.get_mut(channel) else {
+        let Some(state) = self.channels.get_mut(channel).filter(|c| c.is_open()) else {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(self.channel_gone(channel)));
+            }
             return;
         };
         match &mut state.ledger {
             Some(ledger) => {
-                let mandatory = method.mandatory.then(|| Mandatory {
-                    exchange: method.exchange,
-                    routing_key: method.routing_key,
-                    body,
-                });
                 ledger.push(Unconfirmed {
                     reply,
                     mandatory,
@@ -450,9 +431,13 @@ impl Driver {
                 });
             }
             None => {
-                let _ = reply.send(Ok(Confirmation::NotRequested));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(Confirmation::NotRequested));
+                }
             }
         }
+        self.writes.buffer().extend_from_slice(&frames);
+        self.writes.push_body(channel, &body, self.tuning.frame_max);
     }
 
     fn close_channel(&mut self, channel: u16, reply: Option<oneshot::Sender<Result<()>>>) {
@@ -734,7 +719,9 @@ fn reject_command(command: Command, reason: &Error) {
             let _ = rpc.reply.send(Err(reason.clone()));
         }
         Command::Publish(publish) => {
-            let _ = publish.reply.send(Err(reason.clone()));
+            if let Some(reply) = publish.reply {
+                let _ = reply.send(Err(reason.clone()));
+            }
         }
         Command::WaitForConfirms { reply, .. } => {
             let _ = reply.send(Err(reason.clone()));
