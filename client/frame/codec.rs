@@ -6,7 +6,7 @@ use super::{
     ContentHeader, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD,
     FRAME_MIN_SIZE, FRAME_OVERHEAD, Frame, body_chunks,
 };
-use crate::protocol::Method;
+use crate::protocol::{BasicProperties, Method};
 use crate::wire::{AmqpMethod, ContentProperties, DecodeError, MethodId, Reader, Writer};
 
 /// Size of a frame header: type, channel, payload size.
@@ -120,6 +120,10 @@ fn parse_frame(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, DecodeEr
             }
             let mut input = Reader::new(payload);
             let class_id = input.short()?;
+            // basic is the one class of AMQP 0-9-1 with content.
+            if class_id != BasicProperties::CLASS_ID {
+                return Err(DecodeError::UnknownContentClass(class_id));
+            }
             let _weight = input.short()?;
             let body_size = input.longlong()?;
             Ok(Frame::Header {

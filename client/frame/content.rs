@@ -59,12 +59,16 @@ enum State<M> {
     },
 }
 
-/// The body received so far: the first frame kept as it is, later ones joined in one buffer.
+/// The body received so far: the frames' payloads, kept as the slices of the read buffer
+/// they are, and joined once the last one arrives.
+///
+/// Nothing is allocated for the body before its bytes have arrived: a peer that announces a
+/// large body and sends little of it costs what it sent, not what it announced.
 #[derive(Debug)]
 enum Body {
     Empty,
     One(Bytes),
-    Joined(BytesMut),
+    Many { chunks: Vec<Bytes>, len: u64 },
 }
 
 impl Body {
@@ -72,32 +76,42 @@ impl Body {
         match self {
             Self::Empty => 0,
             Self::One(b) => b.len() as u64,
-            Self::Joined(b) => b.len() as u64,
+            Self::Many { len, .. } => *len,
         }
     }
 
-    fn push(&mut self, chunk: Bytes, total: u64) {
+    fn push(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
         *self = match std::mem::replace(self, Self::Empty) {
             Self::Empty => Self::One(chunk),
-            Self::One(first) => {
-                // `total` was checked against the body size cap at the header.
-                let mut joined = BytesMut::with_capacity(total as usize);
-                joined.extend_from_slice(&first);
-                joined.extend_from_slice(&chunk);
-                Self::Joined(joined)
-            }
-            Self::Joined(mut joined) => {
-                joined.extend_from_slice(&chunk);
-                Self::Joined(joined)
+            Self::One(first) => Self::Many {
+                len: (first.len() + chunk.len()) as u64,
+                chunks: vec![first, chunk],
+            },
+            Self::Many { mut chunks, len } => {
+                let len = len + chunk.len() as u64;
+                chunks.push(chunk);
+                Self::Many { chunks, len }
             }
         };
     }
 
+    /// The whole body: the one frame's payload as it is, or every payload copied once into
+    /// a buffer of exactly the received size.
     fn into_bytes(self) -> Bytes {
         match self {
             Self::Empty => Bytes::new(),
             Self::One(b) => b,
-            Self::Joined(b) => b.freeze(),
+            Self::Many { chunks, len } => {
+                // `len` bytes have arrived, and the header's cap bounds them.
+                let mut joined = BytesMut::with_capacity(len as usize);
+                for chunk in chunks {
+                    joined.extend_from_slice(&chunk);
+                }
+                joined.freeze()
+            }
         }
     }
 }
@@ -184,7 +198,7 @@ impl<M> ContentAssembler<M> {
                 received,
             });
         }
-        body.push(chunk, header.body_size);
+        body.push(chunk);
         if received < header.body_size {
             self.state = State::AwaitingBody {
                 method,
@@ -256,6 +270,18 @@ mod tests {
         assembler.header(header(5)).unwrap();
         let content = assembler.body(chunk.clone()).unwrap().unwrap();
         assert_eq!(content.body.as_ptr(), chunk.as_ptr());
+    }
+
+    #[test]
+    fn empty_body_frames_add_nothing() {
+        let mut assembler = ContentAssembler::new(DEFAULT_MAX_BODY_SIZE);
+        assembler.start(()).unwrap();
+        assembler.header(header(4)).unwrap();
+        assert_eq!(assembler.body(Bytes::new()).unwrap(), None);
+        assert_eq!(assembler.body(Bytes::from_static(b"ab")).unwrap(), None);
+        assert_eq!(assembler.body(Bytes::new()).unwrap(), None);
+        let content = assembler.body(Bytes::from_static(b"cd")).unwrap().unwrap();
+        assert_eq!(content.body, "abcd");
     }
 
     #[test]

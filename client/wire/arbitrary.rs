@@ -6,9 +6,14 @@ use proptest::prelude::*;
 
 use super::{Decimal, FieldTable, FieldValue, LongString, ShortString, Timestamp};
 
-/// Any short string: UTF-8 of up to 255 bytes (mostly short, sometimes multi-byte).
+/// Any short string: UTF-8 of up to 255 bytes (mostly short, sometimes multi-byte, now and
+/// then near or at the limit).
 pub(crate) fn short_string() -> impl Strategy<Value = ShortString> {
-    "\\PC{0,20}".prop_filter_map("at most 255 bytes", |s| ShortString::try_from(s).ok())
+    prop_oneof![
+        9 => "\\PC{0,20}",
+        1 => "[a-z\u{e9}]{120,255}",
+    ]
+    .prop_filter_map("at most 255 bytes", |s| ShortString::try_from(s).ok())
 }
 
 /// Any long string: arbitrary bytes, not necessarily UTF-8.

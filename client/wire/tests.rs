@@ -196,6 +196,28 @@ proptest! {
         let _ = decode_table(&bytes);
     }
 
+    /// Valid tables with one byte changed anywhere reach every branch of the decoder with
+    /// hostile lengths and tags: a table or an error, never a panic.
+    #[test]
+    fn corrupted_tables_never_panic(
+        table in arbitrary::table(),
+        at in any::<proptest::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut bytes = encode_table(&table);
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        let _ = decode_table(&bytes);
+    }
+
+    /// A valid table cut short anywhere is a typed error.
+    #[test]
+    fn truncated_tables_are_errors(table in arbitrary::table(), at in any::<proptest::sample::Index>()) {
+        let bytes = encode_table(&table);
+        let cut = at.index(bytes.len());
+        prop_assert!(decode_table(&bytes[..cut]).is_err());
+    }
+
     #[test]
     fn arbitrary_bytes_after_a_valid_prefix_never_panic(
         body in proptest::collection::vec(any::<u8>(), 0..512),

@@ -27,10 +27,12 @@ impl fmt::Display for Location {
 
 /// Why a spec could not be turned into Rust.
 ///
-/// Every variant but [`Error::Io`] and [`Error::Internal`] names the place in the spec (`at`)
-/// and the element concerned (`element`, written like `<method name="declare">`). `Display`
-/// prints `file:line:column: element: what is wrong`, the shape compilers use, so editors
-/// and CI logs link to the spot.
+/// Every variant that points into the spec (see [`Error::location`]) names the place (`at`)
+/// and the element concerned, written like `<method name="declare">` (for
+/// [`Error::NoRoot`], what was found instead of `<amqp>`). `Display` prints
+/// `file:line:column: element: what is wrong`, the shape compilers use, so editors and CI
+/// logs link to the spot. The others are [`Error::Io`], [`Error::InvalidRuntimePath`] and
+/// [`Error::Internal`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -45,10 +47,13 @@ pub enum Error {
     },
     /// The file is not well-formed XML (unclosed or mismatched tag, bad attribute syntax,
     /// unknown entity, ...).
-    #[error("{at}: malformed XML: {message}")]
+    #[error("{at}: {element}: malformed XML: {message}")]
     Xml {
         /// Where the XML parser stopped.
         at: Location,
+        /// The innermost element open there (`<method name="declare">`), the element whose
+        /// tag is malformed, or `the document` outside any element.
+        element: String,
         /// The XML parser's description.
         message: String,
     },
@@ -220,8 +225,8 @@ pub enum Error {
         at: Location,
         /// The second element.
         element: String,
-        /// What kind of name: `class`, `method`, `field`, `domain`, `constant`, or `Rust item`
-        /// (a generated identifier).
+        /// What kind of name: `class`, `method`, `field`, `domain`, `constant`, `chassis` (two
+        /// `<chassis>` for one peer), or `Rust item` (a generated identifier).
         kind: &'static str,
         /// The name (for `Rust item`, the identifier).
         name: String,

@@ -68,11 +68,14 @@
 //!
 //! ```text
 //! cargo run -p warren-codegen -- amqp-spec/amqp0-9-1.xml -o protocol.rs
-//! cargo run -p warren-codegen -- amqp-spec/amqp0-9-1.xml --check codegen/tests/snapshots/protocol.rs
+//! cargo run -p warren-codegen -- amqp-spec/amqp0-9-1.xml --proptest-strategies \
+//!     --check codegen/tests/snapshots/protocol.rs
 //! ```
 //!
 //! `--check` exits with status 1 and a diff summary when the file is not what the spec
-//! generates.
+//! generates with the options given; `--runtime-path` and `--proptest-strategies` are
+//! [`Generator::runtime_path`] and [`Generator::proptest_strategies`]. warren's snapshot holds
+//! what its `build.rs` generates, strategies included, hence the flag.
 //!
 //! # Pipeline
 //!
@@ -168,8 +171,9 @@ impl Generator {
     }
 
     /// Also emits `#[cfg(test)] pub(crate) mod strategies`: a proptest strategy for every
-    /// method struct, every properties struct, and `strategies::method()` for the `Method`
-    /// enum, so the runtime crate's tests can round-trip every method. Off by default.
+    /// method struct and every properties struct, `strategies::method()` for any one `Method`,
+    /// and `strategies::every_method()` for one value of each method, so the runtime crate's
+    /// tests can round-trip every method in every case. Off by default.
     ///
     /// The module is only compiled in the runtime crate's `cfg(test)` builds, where it needs
     /// `proptest` (a dev-dependency) and `wire::arbitrary::{short_string, long_string, table,

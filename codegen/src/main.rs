@@ -9,8 +9,8 @@ const USAGE: &str = "\
 warren-codegen: generate Rust from an AMQP 0-9-1 XML specification
 
 USAGE:
-    warren-codegen SPEC.xml [-o FILE] [--runtime-path PATH]
-    warren-codegen SPEC.xml --check FILE [--runtime-path PATH]
+    warren-codegen SPEC.xml [-o FILE] [--runtime-path PATH] [--proptest-strategies]
+    warren-codegen SPEC.xml --check FILE [--runtime-path PATH] [--proptest-strategies]
 
 ARGS:
     SPEC.xml               the spec, in the AMQP XML schema; its path as given appears in the
@@ -23,12 +23,15 @@ OPTIONS:
                            what SPEC.xml generates
     --runtime-path PATH    the path generated code uses for the runtime facade
                            [default: crate::wire]
+    --proptest-strategies  also emit the test-only `strategies` module (warren's build.rs
+                           does, so its snapshot needs this flag)
     -h, --help             print this help
     -V, --version          print the version
 
 EXAMPLES:
     cargo run -p warren-codegen -- amqp-spec/amqp0-9-1.xml -o protocol.rs
-    cargo run -p warren-codegen -- amqp-spec/amqp0-9-1.xml --check codegen/tests/snapshots/protocol.rs
+    cargo run -p warren-codegen -- amqp-spec/amqp0-9-1.xml --proptest-strategies \\
+        --check codegen/tests/snapshots/protocol.rs
 ";
 
 /// What the command line asks for.
@@ -38,6 +41,7 @@ struct Args {
     output: Option<PathBuf>,
     check: Option<PathBuf>,
     runtime_path: Option<String>,
+    proptest_strategies: bool,
 }
 
 enum Parsed {
@@ -51,6 +55,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
     let mut output = None;
     let mut check = None;
     let mut runtime_path = None;
+    let mut proptest_strategies = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -60,6 +65,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
             "-o" | "--output" => output = Some(PathBuf::from(value(&arg)?)),
             "--check" => check = Some(PathBuf::from(value(&arg)?)),
             "--runtime-path" => runtime_path = Some(value(&arg)?),
+            "--proptest-strategies" => proptest_strategies = true,
             _ if arg.starts_with('-') && arg != "-" => {
                 return Err(format!("unknown option `{arg}`"));
             }
@@ -80,6 +86,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
         output,
         check,
         runtime_path,
+        proptest_strategies,
     }))
 }
 
@@ -88,6 +95,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
     if let Some(path) = &args.runtime_path {
         generator.runtime_path(path.clone());
     }
+    generator.proptest_strategies(args.proptest_strategies);
     if let Some(out) = &args.output {
         let written = generator
             .write_if_changed(&args.spec, out)
@@ -118,16 +126,29 @@ fn run(args: Args) -> Result<ExitCode, String> {
         }
         Some(diff) => {
             eprintln!(
-                "error: {} is out of date with {}: {}\nregenerate with: cargo run -p warren-codegen -- {} -o {}\n\n{diff}",
+                "error: {} is out of date with {}: {}\nregenerate with: cargo run -p warren-codegen -- {} -o {}{}\n\n{diff}",
                 check.display(),
                 args.spec.display(),
                 diff.lines().next().unwrap_or_default(),
                 args.spec.display(),
                 check.display(),
+                options(&args),
             );
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The generation options of `args`, as command-line arguments (for the regenerate hint).
+fn options(args: &Args) -> String {
+    let mut out = String::new();
+    if let Some(path) = &args.runtime_path {
+        out.push_str(&format!(" --runtime-path {path}"));
+    }
+    if args.proptest_strategies {
+        out.push_str(" --proptest-strategies");
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -180,6 +201,12 @@ mod tests {
         };
         assert_eq!(args.check, Some(PathBuf::from("snap.rs")));
         assert_eq!(args.runtime_path.as_deref(), Some("x::wire"));
+        assert!(!args.proptest_strategies);
+        let Ok(Parsed::Run(args)) = parse(&["spec.xml", "--proptest-strategies"]) else {
+            panic!("expected a run");
+        };
+        assert!(args.proptest_strategies);
+        assert_eq!(options(&args), " --proptest-strategies");
     }
 
     #[test]

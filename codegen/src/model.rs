@@ -1,9 +1,10 @@
 //! The resolved, typed model of a spec: what the emitters (and the tests) work from.
 //!
-//! Everything here is a fact the XML states, checked and resolved by
-//! [`resolve`](crate::resolve): domains are replaced by their wire [`Type`], `<chassis>` by a
-//! [`Direction`], `<response>` names by [`MethodRef`]s, and docs are dedented. There is no
-//! untyped bag and no side table. Build one with [`Spec::from_xml`] or [`Spec::from_file`].
+//! Everything here is a fact the XML states, checked and resolved by the generator's
+//! `resolve` step: domains are replaced by their wire [`Type`], `<chassis>` by a
+//! [`Direction`] and an [`Implementation`], `<response>` names by [`MethodRef`]s, and docs are
+//! dedented. There is no untyped bag and no side table. Build one with [`Spec::from_xml`] or
+//! [`Spec::from_file`].
 
 use std::path::Path;
 
@@ -71,8 +72,28 @@ pub struct Domain {
     pub name: String,
     /// The wire type it resolves to.
     pub ty: Type,
+    /// The checks the spec states on its values (`<assert>`), in spec order.
+    pub asserts: Vec<Assert>,
     /// Documentation.
     pub doc: Doc,
+}
+
+/// An `<assert>`: a check the spec states on the values of a domain or field, such as
+/// `notnull`, `length` (with a `value`), `regexp` or `le` (against a field of another method).
+///
+/// Kept as stated, as facts of the spec, and not used by the emitters: RabbitMQ does not hold
+/// clients to them (it takes queue and exchange names of up to 255 bytes of any UTF-8, where
+/// the spec asserts 127 and a character class).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assert {
+    /// The `check` attribute (`notnull`, `length`, `regexp`, `le`, ...).
+    pub check: String,
+    /// The `value` attribute: the length or pattern the check uses, if any.
+    pub value: Option<String>,
+    /// The `method` attribute: the method whose field a comparison refers to, if any.
+    pub method: Option<String>,
+    /// The `field` attribute: the field a comparison refers to, if any.
+    pub field: Option<String>,
 }
 
 /// The AMQP wire types.
@@ -143,6 +164,30 @@ pub struct Direction {
     pub to_client: bool,
 }
 
+/// How strictly a peer must implement a class or method: the `implement` attribute of a
+/// `<chassis>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Implement {
+    /// `MUST`.
+    Must,
+    /// `SHOULD`.
+    Should,
+    /// `MAY`.
+    May,
+}
+
+/// The `implement` levels of a class's or method's `<chassis>` elements, per peer.
+///
+/// `None` for a peer means that no `<chassis>` names it, or that its `<chassis>` states no
+/// level; [`Direction`] tells the two apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Implementation {
+    /// The level of `<chassis name="server">`.
+    pub server: Option<Implement>,
+    /// The level of `<chassis name="client">`.
+    pub client: Option<Implement>,
+}
+
 /// A `<class>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Class {
@@ -154,6 +199,8 @@ pub struct Class {
     pub handler: Option<String>,
     /// Which peers implement the class.
     pub direction: Direction,
+    /// How strictly each peer must implement it.
+    pub implementation: Implementation,
     /// Documentation, `type="grammar"` docs in [`Doc::grammar`].
     pub doc: Doc,
     /// Methods, in spec order.
@@ -181,6 +228,8 @@ pub struct Method {
     pub deprecated: bool,
     /// Who may send it.
     pub direction: Direction,
+    /// How strictly each peer must implement (receive) it.
+    pub implementation: Implementation,
     /// The methods that answer it (its `<response>`s), in spec order.
     pub responses: Vec<MethodRef>,
     /// The methods it answers (those that list it as a `<response>`), in spec order.
@@ -258,6 +307,8 @@ pub struct Field {
     pub reserved: bool,
     /// `sensitive="1"` (warren's extension): a secret that `Debug` must not show.
     pub sensitive: bool,
+    /// The field's own checks (`<assert>`), in spec order; its domain's are in [`Domain::asserts`].
+    pub asserts: Vec<Assert>,
     /// Documentation (the field's own, or else its domain's).
     pub doc: Doc,
 }

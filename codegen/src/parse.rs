@@ -304,6 +304,7 @@ fn read_tree(xml: &str, lines: &LineIndex<'_>) -> Result<Node, Error> {
         let start = reader.buffer_position();
         let event = reader.read_event().map_err(|e| Error::Xml {
             at: lines.at(reader.error_position()),
+            element: open_element(&stack),
             message: e.to_string(),
         })?;
         match event {
@@ -316,6 +317,7 @@ fn read_tree(xml: &str, lines: &LineIndex<'_>) -> Result<Node, Error> {
                 // quick-xml checks that end tags match their start tags.
                 let node = stack.pop().ok_or_else(|| Error::Xml {
                     at: lines.at(start),
+                    element: open_element(&[]),
                     message: "end tag without a start tag".into(),
                 })?;
                 attach(node, &mut stack, &mut root)?;
@@ -334,6 +336,7 @@ fn read_tree(xml: &str, lines: &LineIndex<'_>) -> Result<Node, Error> {
                         other => {
                             return Err(Error::Xml {
                                 at: lines.at(start),
+                                element: open_element(&stack),
                                 message: format!("unknown entity `&{other};`"),
                             });
                         }
@@ -341,6 +344,7 @@ fn read_tree(xml: &str, lines: &LineIndex<'_>) -> Result<Node, Error> {
                     Err(e) => {
                         return Err(Error::Xml {
                             at: lines.at(start),
+                            element: open_element(&stack),
                             message: e.to_string(),
                         });
                     }
@@ -353,8 +357,9 @@ fn read_tree(xml: &str, lines: &LineIndex<'_>) -> Result<Node, Error> {
     }
     if let Some(open) = stack.pop() {
         return Err(Error::Xml {
-            at: open.at,
+            element: open.describe(),
             message: format!("<{}> is never closed", open.name),
+            at: open.at,
         });
     }
     root.ok_or_else(|| Error::NoRoot {
@@ -363,20 +368,29 @@ fn read_tree(xml: &str, lines: &LineIndex<'_>) -> Result<Node, Error> {
     })
 }
 
+/// The innermost element still open, as errors name it, or `the document` outside any.
+fn open_element(stack: &[Node]) -> String {
+    stack
+        .last()
+        .map_or_else(|| "the document".to_owned(), Node::describe)
+}
+
 fn node(tag: &BytesStart<'_>, at: Location) -> Result<Node, Error> {
     let name = AsRef::<str>::as_ref(&tag.name()).to_owned();
     let mut attrs = Vec::new();
     for attr in tag.attributes() {
         let attr = attr.map_err(|e| Error::Xml {
             at: at.clone(),
-            message: format!("in <{name}>: {e}"),
+            element: format!("<{name}>"),
+            message: e.to_string(),
         })?;
         let key = AsRef::<str>::as_ref(&attr.key).to_owned();
         let value = attr
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|e| Error::Xml {
                 at: at.clone(),
-                message: format!("in <{name} {key}=...>: {e}"),
+                element: format!("<{name}>"),
+                message: format!("attribute `{key}`: {e}"),
             })?
             .into_owned();
         attrs.push((key, value));
@@ -401,8 +415,9 @@ fn attach(node: Node, stack: &mut [Node], root: &mut Option<Node>) -> Result<(),
     }
     if root.is_some() {
         return Err(Error::Xml {
+            element: node.describe(),
+            message: "a second root element".into(),
             at: node.at,
-            message: format!("a second root element <{}>", node.name),
         });
     }
     *root = Some(node);
@@ -418,6 +433,7 @@ fn push_text(stack: &mut [Node], text: &str, at: Location) -> Result<(), Error> 
         None if text.trim().is_empty() => Ok(()),
         None => Err(Error::Xml {
             at,
+            element: open_element(stack),
             message: "text outside the root element".into(),
         }),
     }

@@ -1,25 +1,28 @@
 //! Raw structs -> the typed [`model`](crate::model), checking everything on the way.
 //!
 //! What is resolved: numbers (versions, port, indexes, constant values), domains to wire
-//! types (through chains of domains), `<chassis>` to [`Direction`], `<response>` names to
-//! [`MethodRef`]s (and the reverse links, [`Method::answers`]), `0`/`1` flags, reserved and
-//! sensitive fields, class-level fields to [`Properties`], docs (dedented).
+//! types (through chains of domains), `<chassis>` to [`Direction`] and [`Implementation`],
+//! `<assert>`s to [`Assert`]s, `<response>` names to [`MethodRef`]s (and the reverse links,
+//! [`Method::answers`]), `0`/`1` flags, reserved and sensitive fields, class-level fields to
+//! [`Properties`], docs (dedented).
 //!
 //! What is refused, with the place: a bad number, an unknown domain or type, a domain
 //! cycle, a duplicate class or method index, a duplicate name (also after conversion to a
 //! Rust identifier), a response naming no method, a response on an asynchronous method, a
-//! method without chassis, a bit or reserved content property, a name that cannot become an
-//! identifier, an attribute outside its enumeration.
+//! method without chassis, two chassis for one peer, a bit or reserved content property, a
+//! name that cannot become an identifier, an attribute outside its enumeration.
 
 use std::collections::HashMap;
 
 use crate::error::{Error, Location};
 use crate::model::{
-    Class, Constant, ConstantKind, Direction, Doc, Domain, Field, Method, MethodRef, Properties,
-    Rule, Spec, Type, TypedDoc,
+    Assert, Class, Constant, ConstantKind, Direction, Doc, Domain, Field, Implement,
+    Implementation, Method, MethodRef, Properties, Rule, Spec, Type, TypedDoc,
 };
 use crate::names;
-use crate::parse::{RawChassis, RawClass, RawDoc, RawField, RawMethod, RawRule, RawSpec};
+use crate::parse::{
+    RawAssert, RawChassis, RawClass, RawDoc, RawField, RawMethod, RawRule, RawSpec,
+};
 
 /// Resolves and validates a parsed spec.
 pub fn resolve(raw: &RawSpec) -> Result<Spec, Error> {
@@ -309,6 +312,7 @@ impl<'a> Domains<'a> {
             domains.resolved.push(Domain {
                 name: d.name.clone(),
                 ty,
+                asserts: asserts(&d.asserts),
                 doc: doc(d.label.as_deref(), &d.text, &d.docs, &d.rules),
             });
         }
@@ -350,40 +354,62 @@ impl<'a> Domains<'a> {
 
 // ===== classes, methods, fields =====
 
-fn direction(chassis: &[RawChassis], element: &str) -> Result<Direction, Error> {
+/// Which peers implement a class or method, and how strictly, from its `<chassis>`es.
+fn chassis(chassis: &[RawChassis], element: &str) -> Result<(Direction, Implementation), Error> {
     let mut dir = Direction::default();
+    let mut implementation = Implementation::default();
+    let mut seen = Names::new("chassis");
     for c in chassis {
-        match c.name.trim() {
-            "server" => dir.to_server = true,
-            "client" => dir.to_client = true,
+        let owner = format!("<chassis> of {element}");
+        let (present, level) = match c.name.trim() {
+            "server" => (&mut dir.to_server, &mut implementation.server),
+            "client" => (&mut dir.to_client, &mut implementation.client),
             other => {
                 return Err(Error::InvalidAttribute {
                     at: c.at.clone(),
-                    element: format!("<chassis> of {element}"),
+                    element: owner,
                     attribute: "name",
                     value: other.to_owned(),
                     expected: "\"server\", \"client\"",
                 });
             }
-        }
-        if let Some(implement) = &c.implement
-            && !matches!(implement.trim(), "MUST" | "SHOULD" | "MAY")
-        {
-            return Err(Error::InvalidAttribute {
-                at: c.at.clone(),
-                element: format!("<chassis> of {element}"),
-                attribute: "implement",
-                value: implement.clone(),
-                expected: "\"MUST\", \"SHOULD\", \"MAY\"",
-            });
-        }
+        };
+        // Two levels for one peer would leave one of them silently unused.
+        seen.insert(c.name.trim(), &c.at, &owner)?;
+        *present = true;
+        *level = match c.implement.as_deref().map(str::trim) {
+            None => None,
+            Some("MUST") => Some(Implement::Must),
+            Some("SHOULD") => Some(Implement::Should),
+            Some("MAY") => Some(Implement::May),
+            Some(other) => {
+                return Err(Error::InvalidAttribute {
+                    at: c.at.clone(),
+                    element: owner,
+                    attribute: "implement",
+                    value: other.to_owned(),
+                    expected: "\"MUST\", \"SHOULD\", \"MAY\"",
+                });
+            }
+        };
     }
-    Ok(dir)
+    Ok((dir, implementation))
+}
+
+fn asserts(raw: &[RawAssert]) -> Vec<Assert> {
+    raw.iter()
+        .map(|a| Assert {
+            check: a.check.trim().to_owned(),
+            value: a.value.clone(),
+            method: a.method.as_ref().map(|m| m.trim().to_owned()),
+            field: a.field.as_ref().map(|f| f.trim().to_owned()),
+        })
+        .collect()
 }
 
 fn class(raw: &RawClass, id: u16, domains: &Domains<'_>) -> Result<Class, Error> {
     let element = describe("class", &raw.name);
-    let direction = direction(&raw.chassis, &element)?;
+    let (direction, implementation) = chassis(&raw.chassis, &element)?;
 
     let mut method_names = Names::new("method");
     let mut method_ids: HashMap<u16, (&str, &Location)> = HashMap::new();
@@ -450,6 +476,7 @@ fn class(raw: &RawClass, id: u16, domains: &Domains<'_>) -> Result<Class, Error>
         name: raw.name.clone(),
         handler: raw.handler.clone(),
         direction,
+        implementation,
         doc: doc(raw.label.as_deref(), &raw.text, &raw.docs, &raw.rules),
         methods,
         properties,
@@ -474,7 +501,7 @@ fn method(
             element,
         });
     }
-    let direction = direction(&raw.chassis, &element)?;
+    let (direction, implementation) = chassis(&raw.chassis, &element)?;
 
     let mut responses = Vec::with_capacity(raw.responses.len());
     for r in &raw.responses {
@@ -524,6 +551,7 @@ fn method(
         carries_content,
         deprecated,
         direction,
+        implementation,
         responses,
         answers: Vec::new(),
         fields,
@@ -580,6 +608,7 @@ fn field(raw: &RawField, owner: &str, domains: &Domains<'_>) -> Result<Field, Er
         ty,
         reserved,
         sensitive,
+        asserts: asserts(&raw.asserts),
         doc,
     })
 }
@@ -677,6 +706,47 @@ mod tests {
         assert_eq!(dedent(text), "First line\n  indented\n\nlast");
         assert_eq!(dedent("  \n \n"), "");
         assert_eq!(dedent("one"), "one");
+    }
+
+    #[test]
+    fn chassis_levels_and_asserts_are_kept() {
+        let xml = r#"<amqp major="0" minor="9" revision="1">
+          <domain name="name" type="shortstr"><assert check="length" value="127"/></domain>
+          <class name="c" index="1">
+            <chassis name="server" implement="SHOULD"/><chassis name="client" implement="MAY"/>
+            <method name="m" index="1">
+              <chassis name="server"/>
+              <field name="n" domain="name"><assert check="notnull"/></field>
+              <field name="k" domain="name"><assert check="le" method="o" field="n"/></field>
+            </method></class></amqp>"#;
+        let spec = Spec::from_xml(xml, "t.xml").unwrap();
+        let class = &spec.classes[0];
+        assert_eq!(
+            class.implementation,
+            Implementation {
+                server: Some(Implement::Should),
+                client: Some(Implement::May)
+            }
+        );
+        let m = &class.methods[0];
+        assert!(m.direction.to_server && !m.direction.to_client);
+        assert_eq!(m.implementation, Implementation::default());
+        let assert =
+            |check: &str, value: Option<&str>, method: Option<&str>, field: Option<&str>| Assert {
+                check: check.into(),
+                value: value.map(Into::into),
+                method: method.map(Into::into),
+                field: field.map(Into::into),
+            };
+        assert_eq!(
+            spec.domains[0].asserts,
+            [assert("length", Some("127"), None, None)]
+        );
+        assert_eq!(m.fields[0].asserts, [assert("notnull", None, None, None)]);
+        assert_eq!(
+            m.fields[1].asserts,
+            [assert("le", None, Some("o"), Some("n"))]
+        );
     }
 
     #[test]

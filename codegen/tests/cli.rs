@@ -103,6 +103,46 @@ fn help_and_usage_errors() {
     assert!(text(&bad.stderr).contains("unknown option `--frobnicate`"));
 }
 
+/// The command README.md and the crate docs give for checking warren's snapshot works.
+#[test]
+fn check_of_warrens_snapshot_with_build_rs_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warren-codegen"))
+        .args([
+            "amqp-spec/amqp0-9-1.xml",
+            "--proptest-strategies",
+            "--check",
+            "codegen/tests/snapshots/protocol.rs",
+        ])
+        .current_dir(expect::workspace_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Without the strategies, the snapshot is not what the spec generates, and the hint
+    // says how to regenerate it with the options given.
+    let out = Command::new(env!("CARGO_BIN_EXE_warren-codegen"))
+        .args([
+            "amqp-spec/amqp0-9-1.xml",
+            "--check",
+            "codegen/tests/snapshots/protocol.rs",
+        ])
+        .current_dir(expect::workspace_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&[
+        "keywords.xml",
+        "--runtime-path",
+        "crate::codec",
+        "--check",
+        "keywords.rs",
+    ]);
+    assert!(
+        text(&out.stderr).contains("-o keywords.rs --runtime-path crate::codec\n"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn runtime_path_option() {
     let out = run(&["one_class.xml", "--runtime-path", "::warren::wire"]);

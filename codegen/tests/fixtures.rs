@@ -46,7 +46,7 @@ fn every_fixture_file_is_checked() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     broken.sort();
-    let mut tested: Vec<String> = BROKEN.iter().map(|(n, ..)| format!("{n}.xml")).collect();
+    let mut tested: Vec<String> = BROKEN.iter().map(|b| format!("{}.xml", b.name)).collect();
     tested.sort();
     assert_eq!(broken, tested, "a broken fixture that no test checks");
 }
@@ -61,91 +61,181 @@ fn generation_is_deterministic() {
 
 // ===== broken fixtures =====
 
-/// What a broken fixture must produce: the variant (checked with its data) and line:column.
-type Expectation = fn(&Error) -> bool;
+/// What a broken fixture must produce.
+struct Broken {
+    /// `fixtures/broken/<name>.xml`.
+    name: &'static str,
+    /// Where the error points: 1-based line and column.
+    line: u32,
+    column: u32,
+    /// The element `Display` names right after the position.
+    element: &'static str,
+    /// The variant, checked with its data.
+    kind: fn(&Error) -> bool,
+}
 
-const BROKEN: &[(&str, u32, u32, Expectation)] = &[
-    (
-        "bad_xml",
-        5,
-        5,
-        |e| matches!(e, Error::Xml { message, .. } if message.contains("</method>")),
-    ),
-    ("unknown_domain", 7, 7, |e| {
-        matches!(e, Error::UnknownDomain { domain, element, .. }
-            if domain == "consumer-tag" && element.contains("\"tag\""))
-    }),
-    ("duplicate_method_index", 6, 5, |e| {
-        matches!(e, Error::DuplicateIndex { kind: "method", index: 10, first_name, first, .. }
-            if first_name == "c.a" && (first.line, first.column) == (3, 5))
-    }),
-    ("duplicate_class_index", 4, 3, |e| {
-        matches!(e, Error::DuplicateIndex { kind: "class", index: 10, first_name, first, .. }
-            if first_name == "a" && (first.line, first.column) == (2, 3))
-    }),
-    ("duplicate_method_name", 6, 5, |e| {
-        matches!(e, Error::DuplicateName { kind: "method", name, first, .. }
-            if name == "a" && first.line == 3)
-    }),
-    ("dangling_response", 5, 7, |e| {
-        matches!(e, Error::DanglingResponse { response, class, .. }
-            if response == "open-ok" && class == "c")
-    }),
-    ("missing_attribute", 3, 5, |e| {
-        matches!(e, Error::MissingAttribute { attribute: "index", element, .. }
-            if element == "<method name=\"m\">")
-    }),
-    (
-        "bad_number",
-        3,
-        5,
-        |e| matches!(e, Error::InvalidNumber { attribute: "index", value, max: 65535, .. } if value == "ten"),
-    ),
-    (
-        "bit_property",
-        4,
-        5,
-        |e| matches!(e, Error::BitNotAllowed { domain, .. } if domain == "bit"),
-    ),
-    (
-        "unknown_type",
-        2,
-        3,
-        |e| matches!(e, Error::UnknownType { type_name, .. } if type_name == "int32"),
-    ),
-    ("keyword_collision", 7, 7, |e| {
-        matches!(e, Error::DuplicateName { kind: "Rust field", name, first, .. }
-            if name == "kind" && first.line == 6)
-    }),
-    ("no_chassis", 3, 5, |e| matches!(e, Error::NoChassis { .. })),
-    (
-        "bad_chassis",
-        3,
-        5,
-        |e| matches!(e, Error::InvalidAttribute { attribute: "name", value, .. } if value == "broker"),
-    ),
-    (
-        "domain_cycle",
-        2,
-        3,
-        |e| matches!(e, Error::DomainCycle { domain, .. } if domain == "a"),
-    ),
-    ("unexpected_element", 5, 7, |e| {
-        matches!(e, Error::UnexpectedElement { element, parent, .. }
-            if element == "frobnicate" && parent == "method")
-    }),
-    (
-        "response_not_synchronous",
-        3,
-        5,
-        |e| matches!(e, Error::ResponseNotSynchronous { element, .. } if element.contains("\"ask\"")),
-    ),
+const BROKEN: &[Broken] = &[
+    Broken {
+        name: "bad_xml",
+        line: 5,
+        column: 5,
+        element: "<method name=\"m\">",
+        kind: |e| {
+            matches!(e, Error::Xml { element, message, .. }
+                if element == "<method name=\"m\">" && message.contains("</method>"))
+        },
+    },
+    Broken {
+        name: "unknown_domain",
+        line: 7,
+        column: 7,
+        element: "<field name=\"tag\"> of c.m",
+        kind: |e| matches!(e, Error::UnknownDomain { domain, .. } if domain == "consumer-tag"),
+    },
+    Broken {
+        name: "unknown_type",
+        line: 2,
+        column: 3,
+        element: "<domain name=\"count\">",
+        kind: |e| matches!(e, Error::UnknownType { type_name, .. } if type_name == "int32"),
+    },
+    Broken {
+        name: "duplicate_method_index",
+        line: 6,
+        column: 5,
+        element: "<method name=\"b\"> of class `c`",
+        kind: |e| {
+            matches!(e, Error::DuplicateIndex { kind: "method", index: 10, first_name, first, .. }
+                if first_name == "c.a" && (first.line, first.column) == (3, 5))
+        },
+    },
+    Broken {
+        name: "duplicate_class_index",
+        line: 4,
+        column: 3,
+        element: "<class name=\"c\">",
+        kind: |e| {
+            matches!(e, Error::DuplicateIndex { kind: "class", index: 10, first_name, first, .. }
+                if first_name == "a" && (first.line, first.column) == (2, 3))
+        },
+    },
+    Broken {
+        name: "duplicate_method_name",
+        line: 6,
+        column: 5,
+        element: "<method name=\"a\"> of class `c`",
+        kind: |e| {
+            matches!(e, Error::DuplicateName { kind: "method", name, first, .. }
+                if name == "a" && first.line == 3)
+        },
+    },
+    Broken {
+        name: "dangling_response",
+        line: 5,
+        column: 7,
+        element: "<method name=\"open\"> of class `c`",
+        kind: |e| {
+            matches!(e, Error::DanglingResponse { response, class, .. }
+                if response == "open-ok" && class == "c")
+        },
+    },
+    Broken {
+        name: "missing_attribute",
+        line: 3,
+        column: 5,
+        element: "<method name=\"m\">",
+        kind: |e| {
+            matches!(
+                e,
+                Error::MissingAttribute {
+                    attribute: "index",
+                    ..
+                }
+            )
+        },
+    },
+    Broken {
+        name: "bad_number",
+        line: 3,
+        column: 5,
+        element: "<method name=\"m\"> of class `c`",
+        kind: |e| {
+            matches!(e, Error::InvalidNumber { attribute: "index", value, max: 65535, .. }
+                if value == "ten")
+        },
+    },
+    Broken {
+        name: "bit_property",
+        line: 4,
+        column: 5,
+        element: "<field name=\"flag\"> of class `c`",
+        kind: |e| matches!(e, Error::BitNotAllowed { domain, .. } if domain == "bit"),
+    },
+    Broken {
+        name: "keyword_collision",
+        line: 7,
+        column: 7,
+        element: "<field name=\"kind\"> of c.m",
+        kind: |e| {
+            matches!(e, Error::DuplicateName { kind: "Rust field", name, first, .. }
+                if name == "kind" && first.line == 6)
+        },
+    },
+    Broken {
+        name: "no_chassis",
+        line: 3,
+        column: 5,
+        element: "<method name=\"m\"> of class `c`",
+        kind: |e| matches!(e, Error::NoChassis { .. }),
+    },
+    Broken {
+        name: "bad_chassis",
+        line: 3,
+        column: 5,
+        element: "<chassis> of <class name=\"c\">",
+        kind: |e| matches!(e, Error::InvalidAttribute { attribute: "name", value, .. } if value == "broker"),
+    },
+    Broken {
+        name: "duplicate_chassis",
+        line: 5,
+        column: 7,
+        element: "<chassis> of <method name=\"m\"> of class `c`",
+        kind: |e| {
+            matches!(e, Error::DuplicateName { kind: "chassis", name, first, .. }
+                if name == "server" && (first.line, first.column) == (4, 7))
+        },
+    },
+    Broken {
+        name: "domain_cycle",
+        line: 2,
+        column: 3,
+        element: "<domain name=\"a\">",
+        kind: |e| matches!(e, Error::DomainCycle { domain, .. } if domain == "a"),
+    },
+    Broken {
+        name: "unexpected_element",
+        line: 5,
+        column: 7,
+        element: "<frobnicate>",
+        kind: |e| {
+            matches!(e, Error::UnexpectedElement { element, parent, .. }
+                if element == "frobnicate" && parent == "method")
+        },
+    },
+    Broken {
+        name: "response_not_synchronous",
+        line: 3,
+        column: 5,
+        element: "<method name=\"ask\"> of class `c`",
+        kind: |e| matches!(e, Error::ResponseNotSynchronous { .. }),
+    },
 ];
 
 #[test]
 fn broken_fixtures_give_typed_errors_at_their_position() {
     let mut failures = Vec::new();
-    for (name, line, column, expected) in BROKEN {
+    for broken in BROKEN {
+        let name = broken.name;
         let file = format!("broken/{name}.xml");
         let path = expect::fixtures_dir().join(&file);
         let xml = std::fs::read_to_string(&path).unwrap();
@@ -156,19 +246,26 @@ fn broken_fixtures_give_typed_errors_at_their_position() {
             }
             Err(e) => e,
         };
-        let at = error.location().expect("a spec error has a location");
-        if !expected(&error) {
+        if !(broken.kind)(&error) {
             failures.push(format!("{name}: wrong error: {error:?}"));
         }
-        if (at.line, at.column) != (*line, *column) || *at.file != *file {
+        let Some(at) = error.location() else {
+            failures.push(format!("{name}: no location in {error:?}"));
+            continue;
+        };
+        let (line, column) = (broken.line, broken.column);
+        if (at.line, at.column) != (line, column) || *at.file != *file {
             failures.push(format!(
                 "{name}: at {at}, expected {file}:{line}:{column} ({error})"
             ));
         }
-        // Display leads with file:line:column, like a compiler.
+        // Display leads with file:line:column and the element, like a compiler.
         let shown = error.to_string();
-        if !shown.starts_with(&format!("{file}:{line}:{column}: ")) {
-            failures.push(format!("{name}: Display is {shown:?}"));
+        let lead = format!("{file}:{line}:{column}: {}", broken.element);
+        if !shown.starts_with(&lead) {
+            failures.push(format!(
+                "{name}: Display is {shown:?}, expected it to start with {lead:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -220,6 +317,19 @@ fn flags_must_be_zero_or_one() {
         error_of(&xml),
         Error::InvalidAttribute { attribute: "synchronous", value, .. } if value == "yes"
     ));
+}
+
+#[test]
+fn chassis_levels_are_must_should_or_may() {
+    let xml = format!(
+        "{HEAD}<class name=\"c\" index=\"1\"><method name=\"m\" index=\"1\">\n<chassis name=\"server\" implement=\"MIGHT\"/></method></class></amqp>"
+    );
+    let e = error_of(&xml);
+    assert!(
+        matches!(&e, Error::InvalidAttribute { attribute: "implement", value, at, .. }
+            if value == "MIGHT" && (at.line, at.column) == (3, 1)),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use crate::emit::{Docs, escape, method_ident, sentence};
+use crate::emit::{Docs, method_ident};
 use crate::model::{Method, Spec};
 use crate::names;
 
@@ -120,12 +120,14 @@ fn method_enum(spec: &Spec) -> TokenStream {
     let mut no_wait_arms = Vec::new();
     for m in &methods {
         let ident = method_ident(m);
-        let summary = match &m.doc.label {
-            Some(label) => format!(": {}", escape(&sentence(label))),
-            None => ".".to_owned(),
-        };
         let docs = Docs::new()
-            .sentence(format!("[`{ident}`] (`{}`){summary}", m.full_name()))
+            .summary(&m.doc)
+            .sentence(format!(
+                "Wraps [`{ident}`] (`{}`, wire id {}.{}).",
+                m.full_name(),
+                m.class_id,
+                m.id
+            ))
             .tokens();
         variants.push(quote! {
             #docs

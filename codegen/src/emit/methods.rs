@@ -28,7 +28,8 @@ pub(crate) fn emit(spec: &Spec, class: &Class, m: &Method) -> TokenStream {
         }
     } else {
         let fields = visible.iter().map(|f| {
-            let doc = emit::field_docs(f, None).tokens();
+            let owner = format!("argument of `{}`", m.full_name());
+            let doc = emit::field_docs(f, &owner, None).tokens();
             let name = names::field_ident(&f.name);
             let ty = emit::rust_type(f.ty);
             quote! {

@@ -17,7 +17,7 @@ pub(crate) mod strategies;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::model::{Field, Method, Spec, Type};
+use crate::model::{Doc, Field, Method, Spec, Type};
 use crate::names;
 
 /// Emits the whole file (without header) for `spec`. `runtime` is the path generated code
@@ -191,6 +191,19 @@ impl Docs {
     pub(crate) fn prose(&mut self, text: &str) -> &mut Self {
         self.paragraphs.extend(prose(text));
         self
+    }
+
+    /// A one-paragraph summary of an item: its label as a sentence, or else the first
+    /// paragraph of its prose. Nothing when the spec documents it with neither.
+    pub(crate) fn summary(&mut self, doc: &Doc) -> &mut Self {
+        match (&doc.label, doc.text.first()) {
+            (Some(label), _) => self.label(label),
+            (None, Some(text)) => {
+                self.paragraphs.extend(prose(text).into_iter().take(1));
+                self
+            }
+            (None, None) => self,
+        }
     }
 
     /// A `# Grammar` section with the spec's grammar text, preformatted.
@@ -397,8 +410,10 @@ pub(crate) fn field_facts(f: &Field) -> String {
     }
 }
 
-/// The docs of a field (of a method or a content property): label, prose, facts.
-pub(crate) fn field_docs(f: &Field, extra: Option<String>) -> Docs {
+/// The docs of a field (of a method or a content property): label, prose, facts. `owner`
+/// completes the sentence used when the spec documents the field not at all, such as
+/// "argument of `queue.declare`".
+pub(crate) fn field_docs(f: &Field, owner: &str, extra: Option<String>) -> Docs {
     let mut docs = Docs::new();
     if let Some(label) = &f.doc.label {
         docs.label(label);
@@ -408,7 +423,7 @@ pub(crate) fn field_docs(f: &Field, extra: Option<String>) -> Docs {
     }
     if docs.is_empty() {
         docs.sentence(format!(
-            "The `{}` field.",
+            "The `{}` {owner}.",
             names::field_display(&f.name).replace('_', " ")
         ));
     }

@@ -51,6 +51,7 @@ pub(crate) fn emit(class: &Class, p: &Properties) -> TokenStream {
         };
         let doc = emit::field_docs(
             f,
+            &format!("property of `{}` content", class.name),
             Some(format!(
                 "Presence flag: bit {bit} of the {ordinal} flag word."
             )),

@@ -1,5 +1,5 @@
 //! Proptest strategies for every method struct, every properties struct and the `Method`
-//! enum, emitted on request ([`Generator::proptest_strategies`](crate::Generator::proptest_strategies))
+//! enum (one method at random, or one of each), emitted on request ([`Generator::proptest_strategies`](crate::Generator::proptest_strategies))
 //! inside a `#[cfg(test)] pub(crate) mod strategies`, so that the runtime crate's own tests
 //! can round-trip every method the spec defines, not a hand-picked sample.
 //!
@@ -50,18 +50,25 @@ pub(crate) fn emit(spec: &Spec) -> TokenStream {
     }
     quote! {
         /// Proptest strategies for every generated type, for the runtime crate's round-trip
-        /// tests.
+        /// tests (which need not use all of them).
         #[cfg(test)]
-        #[allow(clippy::redundant_closure)]
+        #[allow(dead_code, clippy::redundant_closure)]
         pub(crate) mod strategies {
             use super::*;
             use proptest::prelude::*;
 
             #(#functions)*
 
+            /// One value of every method of the specification, in specification order
+            /// (a `Vec` of strategies is a strategy for a `Vec` of values). A property over
+            /// it checks every method in every case, where [`method`] picks one at random.
+            pub(crate) fn every_method() -> Vec<BoxedStrategy<Method>> {
+                vec![#(#variants),*]
+            }
+
             /// Any method of the specification, each equally likely.
             pub(crate) fn method() -> impl Strategy<Value = Method> {
-                proptest::strategy::Union::new(vec![#(#variants),*])
+                proptest::strategy::Union::new(every_method())
             }
         }
     }

@@ -335,133 +335,298 @@ impl Class {
 #[non_exhaustive]
 #[allow(clippy::enum_variant_names)]
 pub enum Method {
-    /// [`ConnectionStart`] (`connection.start`).
+    /// First method of a connection: the server states its version, identity, authentication
+    /// mechanisms and locales, and waits for start-ok.
+    ///
+    /// Wraps [`ConnectionStart`] (`connection.start`, wire id 10.10).
     ConnectionStart(ConnectionStart),
-    /// [`ConnectionStartOk`] (`connection.start-ok`).
+    /// The client's answer to start: who it is, which mechanism it picked with its first
+    /// credentials, and which locale it wants.
+    ///
+    /// Wraps [`ConnectionStartOk`] (`connection.start-ok`, wire id 10.11).
     ConnectionStartOk(ConnectionStartOk),
-    /// [`ConnectionSecure`] (`connection.secure`).
+    /// A further SASL challenge from the server; RabbitMQ's built-in PLAIN, AMQPLAIN and
+    /// EXTERNAL mechanisms finish without one.
+    ///
+    /// Wraps [`ConnectionSecure`] (`connection.secure`, wire id 10.20).
     ConnectionSecure(ConnectionSecure),
-    /// [`ConnectionSecureOk`] (`connection.secure-ok`).
+    /// The client's answer to a SASL challenge.
+    ///
+    /// Wraps [`ConnectionSecureOk`] (`connection.secure-ok`, wire id 10.21).
     ConnectionSecureOk(ConnectionSecureOk),
-    /// [`ConnectionTune`] (`connection.tune`).
+    /// The server proposes channel, frame size and heartbeat limits once authentication has
+    /// succeeded.
+    ///
+    /// Wraps [`ConnectionTune`] (`connection.tune`, wire id 10.30).
     ConnectionTune(ConnectionTune),
-    /// [`ConnectionTuneOk`] (`connection.tune-ok`).
+    /// The client settles the limits, each no higher than the server's non-zero proposal, and
+    /// then sends connection.open.
+    ///
+    /// Wraps [`ConnectionTuneOk`] (`connection.tune-ok`, wire id 10.31).
     ConnectionTuneOk(ConnectionTuneOk),
-    /// [`ConnectionOpen`] (`connection.open`).
+    /// Opens the virtual host the client will work in; the last step of the connection
+    /// handshake.
+    ///
+    /// Wraps [`ConnectionOpen`] (`connection.open`, wire id 10.40).
     ConnectionOpen(ConnectionOpen),
-    /// [`ConnectionOpenOk`] (`connection.open-ok`).
+    /// The server confirms that the virtual host is open and the connection ready for channels.
+    ///
+    /// Wraps [`ConnectionOpenOk`] (`connection.open-ok`, wire id 10.41).
     ConnectionOpenOk(ConnectionOpenOk),
-    /// [`ConnectionClose`] (`connection.close`).
+    /// Either peer asks to shut the connection down, giving a reason; after sending it a peer
+    /// ignores everything but close and close-ok.
+    ///
+    /// Wraps [`ConnectionClose`] (`connection.close`, wire id 10.50).
     ConnectionClose(ConnectionClose),
-    /// [`ConnectionCloseOk`] (`connection.close-ok`).
+    /// Confirms a connection.close; after it both peers may drop the socket.
+    ///
+    /// Wraps [`ConnectionCloseOk`] (`connection.close-ok`, wire id 10.51).
     ConnectionCloseOk(ConnectionCloseOk),
-    /// [`ConnectionBlocked`] (`connection.blocked`).
+    /// RabbitMQ extension: the server warns that it has stopped reading publishes on this
+    /// connection, usually because of a memory or disk alarm; sent only to clients announcing
+    /// the connection.blocked capability.
+    ///
+    /// Wraps [`ConnectionBlocked`] (`connection.blocked`, wire id 10.60).
     ConnectionBlocked(ConnectionBlocked),
-    /// [`ConnectionUnblocked`] (`connection.unblocked`).
+    /// RabbitMQ extension: the server tells the client that the alarm has cleared and publishes
+    /// will be read again.
+    ///
+    /// Wraps [`ConnectionUnblocked`] (`connection.unblocked`, wire id 10.61).
     ConnectionUnblocked(ConnectionUnblocked),
-    /// [`ConnectionUpdateSecret`] (`connection.update-secret`).
+    /// RabbitMQ extension: the client replaces the credentials of an open connection, such as
+    /// an expiring OAuth 2 token; the server closes the connection if it rejects them.
+    ///
+    /// Wraps [`ConnectionUpdateSecret`] (`connection.update-secret`, wire id 10.70).
     ConnectionUpdateSecret(ConnectionUpdateSecret),
-    /// [`ConnectionUpdateSecretOk`] (`connection.update-secret-ok`).
+    /// RabbitMQ extension: the server accepted the new secret.
+    ///
+    /// Wraps [`ConnectionUpdateSecretOk`] (`connection.update-secret-ok`, wire id 10.71).
     ConnectionUpdateSecretOk(ConnectionUpdateSecretOk),
-    /// [`ChannelOpen`] (`channel.open`).
+    /// Opens the channel whose number is in the frame header; the number must not be in use
+    /// already.
+    ///
+    /// Wraps [`ChannelOpen`] (`channel.open`, wire id 20.10).
     ChannelOpen(ChannelOpen),
-    /// [`ChannelOpenOk`] (`channel.open-ok`).
+    /// The server confirms that the channel is open.
+    ///
+    /// Wraps [`ChannelOpenOk`] (`channel.open-ok`, wire id 20.11).
     ChannelOpenOk(ChannelOpenOk),
-    /// [`ChannelFlow`] (`channel.flow`).
+    /// Asks the peer to stop or resume sending messages on the channel; RabbitMQ no longer
+    /// sends it and closes the connection with not-implemented if a client asks it to stop.
+    ///
+    /// Wraps [`ChannelFlow`] (`channel.flow`, wire id 20.20).
     ChannelFlow(ChannelFlow),
-    /// [`ChannelFlowOk`] (`channel.flow-ok`).
+    /// Confirms a channel.flow and reports the flow state now in force.
+    ///
+    /// Wraps [`ChannelFlowOk`] (`channel.flow-ok`, wire id 20.21).
     ChannelFlowOk(ChannelFlowOk),
-    /// [`ChannelClose`] (`channel.close`).
+    /// Either peer asks to close the channel; RabbitMQ sends it with a soft error code when a
+    /// method on the channel fails.
+    ///
+    /// Wraps [`ChannelClose`] (`channel.close`, wire id 20.40).
     ChannelClose(ChannelClose),
-    /// [`ChannelCloseOk`] (`channel.close-ok`).
+    /// Confirms a channel.close; the channel number is then free for reuse.
+    ///
+    /// Wraps [`ChannelCloseOk`] (`channel.close-ok`, wire id 20.41).
     ChannelCloseOk(ChannelCloseOk),
-    /// [`ExchangeDeclare`] (`exchange.declare`).
+    /// Makes sure an exchange exists: creates it when missing, otherwise verifies that its type
+    /// and settings agree.
+    ///
+    /// Wraps [`ExchangeDeclare`] (`exchange.declare`, wire id 40.10).
     ExchangeDeclare(ExchangeDeclare),
-    /// [`ExchangeDeclareOk`] (`exchange.declare-ok`).
+    /// The server confirms that the exchange exists as declared.
+    ///
+    /// Wraps [`ExchangeDeclareOk`] (`exchange.declare-ok`, wire id 40.11).
     ExchangeDeclareOk(ExchangeDeclareOk),
-    /// [`ExchangeDelete`] (`exchange.delete`).
+    /// Deletes an exchange together with its bindings.
+    ///
+    /// Wraps [`ExchangeDelete`] (`exchange.delete`, wire id 40.20).
     ExchangeDelete(ExchangeDelete),
-    /// [`ExchangeDeleteOk`] (`exchange.delete-ok`).
+    /// The server confirms that the exchange is gone.
+    ///
+    /// Wraps [`ExchangeDeleteOk`] (`exchange.delete-ok`, wire id 40.21).
     ExchangeDeleteOk(ExchangeDeleteOk),
-    /// [`ExchangeBind`] (`exchange.bind`).
+    /// RabbitMQ extension: binds one exchange to another, so that messages routed by the source
+    /// also reach the destination.
+    ///
+    /// Wraps [`ExchangeBind`] (`exchange.bind`, wire id 40.30).
     ExchangeBind(ExchangeBind),
-    /// [`ExchangeBindOk`] (`exchange.bind-ok`).
+    /// RabbitMQ extension: the server confirms the exchange-to-exchange binding.
+    ///
+    /// Wraps [`ExchangeBindOk`] (`exchange.bind-ok`, wire id 40.31).
     ExchangeBindOk(ExchangeBindOk),
-    /// [`ExchangeUnbind`] (`exchange.unbind`).
+    /// RabbitMQ extension: removes an exchange-to-exchange binding made by exchange.bind.
+    ///
+    /// Wraps [`ExchangeUnbind`] (`exchange.unbind`, wire id 40.40).
     ExchangeUnbind(ExchangeUnbind),
-    /// [`ExchangeUnbindOk`] (`exchange.unbind-ok`).
+    /// RabbitMQ extension: the server confirms that the binding is gone; note its method id is
+    /// 51, not 41.
+    ///
+    /// Wraps [`ExchangeUnbindOk`] (`exchange.unbind-ok`, wire id 40.51).
     ExchangeUnbindOk(ExchangeUnbindOk),
-    /// [`QueueDeclare`] (`queue.declare`).
+    /// Makes sure a queue exists: creates it when missing, otherwise verifies that its settings
+    /// agree.
+    ///
+    /// Wraps [`QueueDeclare`] (`queue.declare`, wire id 50.10).
     QueueDeclare(QueueDeclare),
-    /// [`QueueDeclareOk`] (`queue.declare-ok`).
+    /// The server confirms the queue and reports its name and current size.
+    ///
+    /// Wraps [`QueueDeclareOk`] (`queue.declare-ok`, wire id 50.11).
     QueueDeclareOk(QueueDeclareOk),
-    /// [`QueueBind`] (`queue.bind`).
+    /// Connects a queue to an exchange, so that messages the exchange routes with a matching
+    /// key reach the queue.
+    ///
+    /// Wraps [`QueueBind`] (`queue.bind`, wire id 50.20).
     QueueBind(QueueBind),
-    /// [`QueueBindOk`] (`queue.bind-ok`).
+    /// The server confirms the binding.
+    ///
+    /// Wraps [`QueueBindOk`] (`queue.bind-ok`, wire id 50.21).
     QueueBindOk(QueueBindOk),
-    /// [`QueueUnbind`] (`queue.unbind`).
+    /// Removes a binding between a queue and an exchange; unlike the other queue methods it has
+    /// no no-wait flag.
+    ///
+    /// Wraps [`QueueUnbind`] (`queue.unbind`, wire id 50.50).
     QueueUnbind(QueueUnbind),
-    /// [`QueueUnbindOk`] (`queue.unbind-ok`).
+    /// The server confirms that the binding is gone.
+    ///
+    /// Wraps [`QueueUnbindOk`] (`queue.unbind-ok`, wire id 50.51).
     QueueUnbindOk(QueueUnbindOk),
-    /// [`QueuePurge`] (`queue.purge`).
+    /// Removes all ready messages from a queue; messages delivered but not yet acknowledged
+    /// stay.
+    ///
+    /// Wraps [`QueuePurge`] (`queue.purge`, wire id 50.30).
     QueuePurge(QueuePurge),
-    /// [`QueuePurgeOk`] (`queue.purge-ok`).
+    /// The server confirms the purge.
+    ///
+    /// Wraps [`QueuePurgeOk`] (`queue.purge-ok`, wire id 50.31).
     QueuePurgeOk(QueuePurgeOk),
-    /// [`QueueDelete`] (`queue.delete`).
+    /// Deletes a queue with its bindings; its messages are discarded and its consumers
+    /// cancelled.
+    ///
+    /// Wraps [`QueueDelete`] (`queue.delete`, wire id 50.40).
     QueueDelete(QueueDelete),
-    /// [`QueueDeleteOk`] (`queue.delete-ok`).
+    /// The server confirms that the queue is gone.
+    ///
+    /// Wraps [`QueueDeleteOk`] (`queue.delete-ok`, wire id 50.41).
     QueueDeleteOk(QueueDeleteOk),
-    /// [`BasicQos`] (`basic.qos`).
+    /// Limits how many unacknowledged messages the server will push to consumers before waiting
+    /// for acknowledgements.
+    ///
+    /// Wraps [`BasicQos`] (`basic.qos`, wire id 60.10).
     BasicQos(BasicQos),
-    /// [`BasicQosOk`] (`basic.qos-ok`).
+    /// The server confirms the new limits.
+    ///
+    /// Wraps [`BasicQosOk`] (`basic.qos-ok`, wire id 60.11).
     BasicQosOk(BasicQosOk),
-    /// [`BasicConsume`] (`basic.consume`).
+    /// Starts a consumer, so that the server pushes messages from a queue with basic.deliver
+    /// until the consumer is cancelled.
+    ///
+    /// Wraps [`BasicConsume`] (`basic.consume`, wire id 60.20).
     BasicConsume(BasicConsume),
-    /// [`BasicConsumeOk`] (`basic.consume-ok`).
+    /// The server confirms that the consumer has started.
+    ///
+    /// Wraps [`BasicConsumeOk`] (`basic.consume-ok`, wire id 60.21).
     BasicConsumeOk(BasicConsumeOk),
-    /// [`BasicCancel`] (`basic.cancel`).
+    /// Stops a consumer; RabbitMQ also sends it to the client, with no-wait set, when a
+    /// consumed queue is deleted, if the client announced the consumer_cancel_notify
+    /// capability.
+    ///
+    /// Wraps [`BasicCancel`] (`basic.cancel`, wire id 60.30).
     BasicCancel(BasicCancel),
-    /// [`BasicCancelOk`] (`basic.cancel-ok`).
+    /// Confirms that the consumer has stopped; deliveries already sent may still arrive before
+    /// it.
+    ///
+    /// Wraps [`BasicCancelOk`] (`basic.cancel-ok`, wire id 60.31).
     BasicCancelOk(BasicCancelOk),
-    /// [`BasicPublish`] (`basic.publish`).
+    /// Sends a message to an exchange for routing; a content header and body frames follow the
+    /// method.
+    ///
+    /// Wraps [`BasicPublish`] (`basic.publish`, wire id 60.40).
     BasicPublish(BasicPublish),
-    /// [`BasicReturn`] (`basic.return`).
+    /// The server hands back a mandatory message it could not route; a content header and body
+    /// frames follow.
+    ///
+    /// Wraps [`BasicReturn`] (`basic.return`, wire id 60.50).
     BasicReturn(BasicReturn),
-    /// [`BasicDeliver`] (`basic.deliver`).
+    /// The server pushes a message to a consumer; a content header and body frames follow.
+    ///
+    /// Wraps [`BasicDeliver`] (`basic.deliver`, wire id 60.60).
     BasicDeliver(BasicDeliver),
-    /// [`BasicGet`] (`basic.get`).
+    /// Fetches a single message from a queue without a consumer; the reply is get-ok with the
+    /// message or get-empty.
+    ///
+    /// Wraps [`BasicGet`] (`basic.get`, wire id 60.70).
     BasicGet(BasicGet),
-    /// [`BasicGetOk`] (`basic.get-ok`).
+    /// Answers basic.get with a message; a content header and body frames follow.
+    ///
+    /// Wraps [`BasicGetOk`] (`basic.get-ok`, wire id 60.71).
     BasicGetOk(BasicGetOk),
-    /// [`BasicGetEmpty`] (`basic.get-empty`).
+    /// Answers basic.get when the queue has no ready message.
+    ///
+    /// Wraps [`BasicGetEmpty`] (`basic.get-empty`, wire id 60.72).
     BasicGetEmpty(BasicGetEmpty),
-    /// [`BasicAck`] (`basic.ack`).
+    /// From the client, acknowledges deliveries so the server can forget them; from the server,
+    /// in confirm mode, confirms that published messages were taken care of.
+    ///
+    /// Wraps [`BasicAck`] (`basic.ack`, wire id 60.80).
     BasicAck(BasicAck),
-    /// [`BasicReject`] (`basic.reject`).
+    /// The client turns down one delivery, either putting it back in the queue or dropping it.
+    ///
+    /// Wraps [`BasicReject`] (`basic.reject`, wire id 60.90).
     BasicReject(BasicReject),
-    /// [`BasicRecoverAsync`] (`basic.recover-async`).
+    /// Deprecated form of basic.recover that gets no reply; use basic.recover instead.
+    ///
+    /// Wraps [`BasicRecoverAsync`] (`basic.recover-async`, wire id 60.100).
     BasicRecoverAsync(BasicRecoverAsync),
-    /// [`BasicRecover`] (`basic.recover`).
+    /// Asks the server to send again every message of the channel still awaiting
+    /// acknowledgement; RabbitMQ answers with recover-ok, although this method is not marked
+    /// synchronous.
+    ///
+    /// Wraps [`BasicRecover`] (`basic.recover`, wire id 60.110).
     BasicRecover(BasicRecover),
-    /// [`BasicRecoverOk`] (`basic.recover-ok`).
+    /// The server confirms basic.recover.
+    ///
+    /// Wraps [`BasicRecoverOk`] (`basic.recover-ok`, wire id 60.111).
     BasicRecoverOk(BasicRecoverOk),
-    /// [`BasicNack`] (`basic.nack`).
+    /// RabbitMQ extension: from the client, rejects one or many deliveries; from the server, in
+    /// confirm mode, reports published messages it could not take care of.
+    ///
+    /// Wraps [`BasicNack`] (`basic.nack`, wire id 60.120).
     BasicNack(BasicNack),
-    /// [`TxSelect`] (`tx.select`).
+    /// Switches the channel to transaction mode, for the rest of its life.
+    ///
+    /// Wraps [`TxSelect`] (`tx.select`, wire id 90.10).
     TxSelect(TxSelect),
-    /// [`TxSelectOk`] (`tx.select-ok`).
+    /// The server confirms that the channel is transactional.
+    ///
+    /// Wraps [`TxSelectOk`] (`tx.select-ok`, wire id 90.11).
     TxSelectOk(TxSelectOk),
-    /// [`TxCommit`] (`tx.commit`).
+    /// Applies the publishes and acknowledgements made since the last commit or rollback and
+    /// starts a new transaction.
+    ///
+    /// Wraps [`TxCommit`] (`tx.commit`, wire id 90.20).
     TxCommit(TxCommit),
-    /// [`TxCommitOk`] (`tx.commit-ok`).
+    /// The server confirms the commit.
+    ///
+    /// Wraps [`TxCommitOk`] (`tx.commit-ok`, wire id 90.21).
     TxCommitOk(TxCommitOk),
-    /// [`TxRollback`] (`tx.rollback`).
+    /// Discards the publishes and acknowledgements made since the last commit or rollback;
+    /// deliveries are not sent again by it.
+    ///
+    /// Wraps [`TxRollback`] (`tx.rollback`, wire id 90.30).
     TxRollback(TxRollback),
-    /// [`TxRollbackOk`] (`tx.rollback-ok`).
+    /// The server confirms the rollback.
+    ///
+    /// Wraps [`TxRollbackOk`] (`tx.rollback-ok`, wire id 90.31).
     TxRollbackOk(TxRollbackOk),
-    /// [`ConfirmSelect`] (`confirm.select`).
+    /// Switches the channel to confirm mode, for the rest of its life; RabbitMQ refuses it on a
+    /// transactional channel.
+    ///
+    /// Wraps [`ConfirmSelect`] (`confirm.select`, wire id 85.10).
     ConfirmSelect(ConfirmSelect),
-    /// [`ConfirmSelectOk`] (`confirm.select-ok`).
+    /// The server confirms that the channel is in confirm mode.
+    ///
+    /// Wraps [`ConfirmSelectOk`] (`confirm.select-ok`, wire id 85.11).
     ConfirmSelectOk(ConfirmSelectOk),
 }
 
@@ -5289,9 +5454,9 @@ impl ::core::fmt::Debug for Redacted {
 }
 
 /// Proptest strategies for every generated type, for the runtime crate's round-trip
-/// tests.
+/// tests (which need not use all of them).
 #[cfg(test)]
-#[allow(clippy::redundant_closure)]
+#[allow(dead_code, clippy::redundant_closure)]
 pub(crate) mod strategies {
     use super::*;
     use proptest::prelude::*;
@@ -5986,59 +6151,62 @@ pub(crate) mod strategies {
         Just(ConfirmSelectOk {})
     }
 
+    /// One value of every method of the specification, in specification order
+    /// (a `Vec` of strategies is a strategy for a `Vec` of values). A property over
+    /// it checks every method in every case, where [`method`] picks one at random.
+    pub(crate) fn every_method() -> Vec<BoxedStrategy<Method>> {
+        vec![
+            connection_start().prop_map(Method::from).boxed(), connection_start_ok()
+            .prop_map(Method::from).boxed(), connection_secure().prop_map(Method::from)
+            .boxed(), connection_secure_ok().prop_map(Method::from).boxed(),
+            connection_tune().prop_map(Method::from).boxed(), connection_tune_ok()
+            .prop_map(Method::from).boxed(), connection_open().prop_map(Method::from)
+            .boxed(), connection_open_ok().prop_map(Method::from).boxed(),
+            connection_close().prop_map(Method::from).boxed(), connection_close_ok()
+            .prop_map(Method::from).boxed(), connection_blocked().prop_map(Method::from)
+            .boxed(), connection_unblocked().prop_map(Method::from).boxed(),
+            connection_update_secret().prop_map(Method::from).boxed(),
+            connection_update_secret_ok().prop_map(Method::from).boxed(), channel_open()
+            .prop_map(Method::from).boxed(), channel_open_ok().prop_map(Method::from)
+            .boxed(), channel_flow().prop_map(Method::from).boxed(), channel_flow_ok()
+            .prop_map(Method::from).boxed(), channel_close().prop_map(Method::from)
+            .boxed(), channel_close_ok().prop_map(Method::from).boxed(),
+            exchange_declare().prop_map(Method::from).boxed(), exchange_declare_ok()
+            .prop_map(Method::from).boxed(), exchange_delete().prop_map(Method::from)
+            .boxed(), exchange_delete_ok().prop_map(Method::from).boxed(),
+            exchange_bind().prop_map(Method::from).boxed(), exchange_bind_ok()
+            .prop_map(Method::from).boxed(), exchange_unbind().prop_map(Method::from)
+            .boxed(), exchange_unbind_ok().prop_map(Method::from).boxed(),
+            queue_declare().prop_map(Method::from).boxed(), queue_declare_ok()
+            .prop_map(Method::from).boxed(), queue_bind().prop_map(Method::from).boxed(),
+            queue_bind_ok().prop_map(Method::from).boxed(), queue_unbind()
+            .prop_map(Method::from).boxed(), queue_unbind_ok().prop_map(Method::from)
+            .boxed(), queue_purge().prop_map(Method::from).boxed(), queue_purge_ok()
+            .prop_map(Method::from).boxed(), queue_delete().prop_map(Method::from)
+            .boxed(), queue_delete_ok().prop_map(Method::from).boxed(), basic_qos()
+            .prop_map(Method::from).boxed(), basic_qos_ok().prop_map(Method::from)
+            .boxed(), basic_consume().prop_map(Method::from).boxed(), basic_consume_ok()
+            .prop_map(Method::from).boxed(), basic_cancel().prop_map(Method::from)
+            .boxed(), basic_cancel_ok().prop_map(Method::from).boxed(), basic_publish()
+            .prop_map(Method::from).boxed(), basic_return().prop_map(Method::from)
+            .boxed(), basic_deliver().prop_map(Method::from).boxed(), basic_get()
+            .prop_map(Method::from).boxed(), basic_get_ok().prop_map(Method::from)
+            .boxed(), basic_get_empty().prop_map(Method::from).boxed(), basic_ack()
+            .prop_map(Method::from).boxed(), basic_reject().prop_map(Method::from)
+            .boxed(), basic_recover_async().prop_map(Method::from).boxed(),
+            basic_recover().prop_map(Method::from).boxed(), basic_recover_ok()
+            .prop_map(Method::from).boxed(), basic_nack().prop_map(Method::from).boxed(),
+            tx_select().prop_map(Method::from).boxed(), tx_select_ok()
+            .prop_map(Method::from).boxed(), tx_commit().prop_map(Method::from).boxed(),
+            tx_commit_ok().prop_map(Method::from).boxed(), tx_rollback()
+            .prop_map(Method::from).boxed(), tx_rollback_ok().prop_map(Method::from)
+            .boxed(), confirm_select().prop_map(Method::from).boxed(),
+            confirm_select_ok().prop_map(Method::from).boxed()
+        ]
+    }
+
     /// Any method of the specification, each equally likely.
     pub(crate) fn method() -> impl Strategy<Value = Method> {
-        proptest::strategy::Union::new(
-            vec![
-                connection_start().prop_map(Method::from).boxed(), connection_start_ok()
-                .prop_map(Method::from).boxed(), connection_secure()
-                .prop_map(Method::from).boxed(), connection_secure_ok()
-                .prop_map(Method::from).boxed(), connection_tune().prop_map(Method::from)
-                .boxed(), connection_tune_ok().prop_map(Method::from).boxed(),
-                connection_open().prop_map(Method::from).boxed(), connection_open_ok()
-                .prop_map(Method::from).boxed(), connection_close()
-                .prop_map(Method::from).boxed(), connection_close_ok()
-                .prop_map(Method::from).boxed(), connection_blocked()
-                .prop_map(Method::from).boxed(), connection_unblocked()
-                .prop_map(Method::from).boxed(), connection_update_secret()
-                .prop_map(Method::from).boxed(), connection_update_secret_ok()
-                .prop_map(Method::from).boxed(), channel_open().prop_map(Method::from)
-                .boxed(), channel_open_ok().prop_map(Method::from).boxed(),
-                channel_flow().prop_map(Method::from).boxed(), channel_flow_ok()
-                .prop_map(Method::from).boxed(), channel_close().prop_map(Method::from)
-                .boxed(), channel_close_ok().prop_map(Method::from).boxed(),
-                exchange_declare().prop_map(Method::from).boxed(), exchange_declare_ok()
-                .prop_map(Method::from).boxed(), exchange_delete().prop_map(Method::from)
-                .boxed(), exchange_delete_ok().prop_map(Method::from).boxed(),
-                exchange_bind().prop_map(Method::from).boxed(), exchange_bind_ok()
-                .prop_map(Method::from).boxed(), exchange_unbind().prop_map(Method::from)
-                .boxed(), exchange_unbind_ok().prop_map(Method::from).boxed(),
-                queue_declare().prop_map(Method::from).boxed(), queue_declare_ok()
-                .prop_map(Method::from).boxed(), queue_bind().prop_map(Method::from)
-                .boxed(), queue_bind_ok().prop_map(Method::from).boxed(), queue_unbind()
-                .prop_map(Method::from).boxed(), queue_unbind_ok().prop_map(Method::from)
-                .boxed(), queue_purge().prop_map(Method::from).boxed(), queue_purge_ok()
-                .prop_map(Method::from).boxed(), queue_delete().prop_map(Method::from)
-                .boxed(), queue_delete_ok().prop_map(Method::from).boxed(), basic_qos()
-                .prop_map(Method::from).boxed(), basic_qos_ok().prop_map(Method::from)
-                .boxed(), basic_consume().prop_map(Method::from).boxed(),
-                basic_consume_ok().prop_map(Method::from).boxed(), basic_cancel()
-                .prop_map(Method::from).boxed(), basic_cancel_ok().prop_map(Method::from)
-                .boxed(), basic_publish().prop_map(Method::from).boxed(), basic_return()
-                .prop_map(Method::from).boxed(), basic_deliver().prop_map(Method::from)
-                .boxed(), basic_get().prop_map(Method::from).boxed(), basic_get_ok()
-                .prop_map(Method::from).boxed(), basic_get_empty().prop_map(Method::from)
-                .boxed(), basic_ack().prop_map(Method::from).boxed(), basic_reject()
-                .prop_map(Method::from).boxed(), basic_recover_async()
-                .prop_map(Method::from).boxed(), basic_recover().prop_map(Method::from)
-                .boxed(), basic_recover_ok().prop_map(Method::from).boxed(), basic_nack()
-                .prop_map(Method::from).boxed(), tx_select().prop_map(Method::from)
-                .boxed(), tx_select_ok().prop_map(Method::from).boxed(), tx_commit()
-                .prop_map(Method::from).boxed(), tx_commit_ok().prop_map(Method::from)
-                .boxed(), tx_rollback().prop_map(Method::from).boxed(), tx_rollback_ok()
-                .prop_map(Method::from).boxed(), confirm_select().prop_map(Method::from)
-                .boxed(), confirm_select_ok().prop_map(Method::from).boxed()
-            ],
-        )
+        proptest::strategy::Union::new(every_method())
     }
 }
