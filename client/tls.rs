@@ -14,7 +14,8 @@
 //! - **Trust roots**: [`TrustRoots::Platform`] (the default; the operating system's store
 //!   through `rustls-native-certs`, loaded once per process), [`TrustRoots::Bundled`]
 //!   (Mozilla's roots compiled in through `webpki-roots`, for containers without a store;
-//!   Cargo feature `webpki-roots`) or [`TrustRoots::None`], plus [`TlsOptions::ca_file`].
+//!   Cargo feature `webpki-roots`, and the default when it is on and `native-roots` is off) or
+//!   [`TrustRoots::None`], plus [`TlsOptions::ca_file`].
 //! - **Client certificates** (mutual TLS, SASL EXTERNAL): [`TlsOptions::cert_file`] and
 //!   [`TlsOptions::key_file`], PEM. The key may be PKCS#8, PKCS#1 (RSA) or SEC1 (EC), not
 //!   encrypted.
@@ -26,6 +27,39 @@
 //!
 //! PEM files are read on every connect, so a renewed certificate is picked up by the next
 //! connection.
+//!
+//! # Example
+//!
+//! Trust your own CA, present a client certificate, and log in with SASL EXTERNAL, so that the
+//! broker takes the user name from the certificate (README.md, section TLS, shows the broker's
+//! side). The builder and the URI give the same options:
+//!
+//! ```
+//! use warren::{AuthMechanism, Connection, ConnectionOptions, TlsOptions, TrustRoots};
+//!
+//! let options = ConnectionOptions::new()
+//!     .host("mq.example.com")
+//!     .tls(TlsOptions {
+//!         // Trust this CA only (a `cacertfile` in a URI does the same).
+//!         roots: TrustRoots::None,
+//!         ca_file: Some("/etc/warren/ca_certificate.pem".into()),
+//!         cert_file: Some("/etc/warren/client_certificate.pem".into()),
+//!         key_file: Some("/etc/warren/client_key.pem".into()),
+//!         ..Default::default()
+//!     })
+//!     .auth_mechanism(AuthMechanism::External);
+//!
+//! let uri = "amqps://mq.example.com?cacertfile=/etc/warren/ca_certificate.pem\
+//!            &certfile=/etc/warren/client_certificate.pem&keyfile=/etc/warren/client_key.pem\
+//!            &auth_mechanism=external";
+//! assert_eq!(uri.parse::<ConnectionOptions>()?, options);
+//! assert_eq!(options.get_port(), 5671);
+//!
+//! # async fn connect(options: ConnectionOptions) -> Result<(), warren::Error> {
+//! let connection = Connection::connect_with(options).await?;
+//! # Ok(()) }
+//! # Ok::<(), warren::Error>(())
+//! ```
 
 use std::fmt;
 use std::io;
@@ -140,13 +174,9 @@ pub enum TlsError {
         /// The name.
         name: String,
     },
-    /// The connection failed during the handshake at the socket level (reset, closed).
-    Io {
-        /// The kind of I/O error.
-        kind: io::ErrorKind,
-        /// Its message.
-        message: String,
-    },
+    /// The connection failed during the handshake at the socket level (reset, closed); the
+    /// I/O error is also the [`source`](std::error::Error::source).
+    Io(Arc<io::Error>),
     /// Another TLS failure; the text is rustls's.
     Other {
         /// The message.
@@ -264,16 +294,24 @@ impl fmt::Display for TlsError {
                 f,
                 "{name:?} is not a valid TLS server name (a DNS name or an IP address)"
             ),
-            Self::Io { kind, message } => write!(
+            Self::Io(error) => write!(
                 f,
-                "the connection failed during the TLS handshake ({kind}): {message}"
+                "the connection failed during the TLS handshake ({}): {error}",
+                error.kind()
             ),
             Self::Other { message } => f.write_str(message),
         }
     }
 }
 
-impl std::error::Error for TlsError {}
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(error) => Some(error.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 impl From<TlsError> for crate::Error {
     fn from(error: TlsError) -> Self {
@@ -378,7 +416,7 @@ pub(crate) async fn connect(
     let stream = TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
-        .map_err(|e| handshake_error(&e, name, &identity))?;
+        .map_err(|e| handshake_error(e, name, &identity))?;
     let (_, session) = stream.get_ref();
     tracing::debug!(
         server_name = name,
@@ -421,23 +459,22 @@ where
 }
 
 /// Maps a handshake failure.
-fn handshake_error(error: &io::Error, server_name: &str, identity: &ClientIdentity) -> TlsError {
-    match error
+fn handshake_error(error: io::Error, server_name: &str, identity: &ClientIdentity) -> TlsError {
+    let Some(rustls_error) = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+    else {
+        return TlsError::Io(Arc::new(error));
+    };
+    match rustls_error {
         // TLS 1.2 servers that require a certificate we do not have abort the handshake with
         // a generic `handshake_failure`; we know the server asked for one.
-        Some(rustls::Error::AlertReceived(AlertDescription::HandshakeFailure))
+        rustls::Error::AlertReceived(AlertDescription::HandshakeFailure)
             if identity.key.is_none() && identity.requested.load(Ordering::Relaxed) =>
         {
             TlsError::ClientCertificateRequired
         }
-        Some(rustls_error) => from_rustls(rustls_error, Some(server_name)),
-        None => TlsError::Io {
-            kind: error.kind(),
-            message: error.to_string(),
-        },
+        rustls_error => from_rustls(rustls_error, Some(server_name)),
     }
 }
 
@@ -1111,9 +1148,16 @@ mod tests {
     }
 
     #[test]
-    fn platform_roots_load_or_say_why_not() {
+    fn the_default_roots_follow_the_features_and_load_or_say_why_not() {
+        let expected = if cfg!(all(feature = "webpki-roots", not(feature = "native-roots"))) {
+            TrustRoots::Bundled
+        } else {
+            TrustRoots::Platform
+        };
+        assert_eq!(TrustRoots::default(), expected);
         match client_config(&TlsOptions::default()) {
-            Ok(_) if cfg!(feature = "native-roots") => {}
+            Ok(_) if cfg!(any(feature = "native-roots", feature = "webpki-roots")) => {}
+            // No feature, or an empty platform store.
             Err(TlsError::NoTrustRoots { reason }) => {
                 assert!(reason.contains("ca_file"), "{reason}")
             }
@@ -1203,8 +1247,17 @@ mod tests {
         versions: &'static [&'static rustls::SupportedProtocolVersion],
     }
 
-    /// What the server saw: the client certificate's DER, if any, or the handshake error.
-    type Seen = Result<Option<CertificateDer<'static>>, String>;
+    /// What the server saw of a completed handshake.
+    #[derive(Debug, PartialEq)]
+    struct Accepted {
+        /// The SNI name the client sent.
+        server_name: Option<String>,
+        /// The client certificate, if the client presented one.
+        client_certificate: Option<CertificateDer<'static>>,
+    }
+
+    /// What the server saw, or its handshake error.
+    type Seen = Result<Accepted, String>;
 
     impl Server {
         fn new(identity: Identity) -> Self {
@@ -1245,16 +1298,18 @@ mod tests {
                     .accept(tcp)
                     .await
                     .map_err(|e| e.to_string())?;
-                let peer = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first().cloned());
+                let session = stream.get_ref().1;
+                let accepted = Accepted {
+                    server_name: session.server_name().map(str::to_owned),
+                    client_certificate: session
+                        .peer_certificates()
+                        .and_then(|chain| chain.first().cloned()),
+                };
                 let _ = stream.write_all(b"AMQP").await;
                 let _ = stream.flush().await;
                 let mut rest = Vec::new();
                 let _ = stream.read_to_end(&mut rest).await;
-                Ok(peer)
+                Ok(accepted)
             });
             (address, task)
         }
@@ -1278,13 +1333,18 @@ mod tests {
 
     #[tokio::test]
     async fn verified_connections_by_name_and_by_ip() {
-        for host in ["localhost", "127.0.0.1"] {
+        // SNI carries host names only (RFC 6066), never IP addresses.
+        for (host, sni) in [("localhost", Some("localhost")), ("127.0.0.1", None)] {
             let pki = Pki::new("ok");
             let (address, server) = Server::new(pki.server()).start().await;
             let mut stream = tls_connect(address, &pki.options(), host).await.unwrap();
             assert_eq!(first_read(&mut stream).await.unwrap(), b"AMQP");
             drop(stream);
-            assert_eq!(server.await.unwrap(), Ok(None), "{host}");
+            let accepted = Accepted {
+                server_name: sni.map(str::to_owned),
+                client_certificate: None,
+            };
+            assert_eq!(server.await.unwrap(), Ok(accepted), "{host}");
         }
     }
 
@@ -1325,7 +1385,8 @@ mod tests {
         let mut stream = tls_connect(address, &options, "mq.internal").await.unwrap();
         assert_eq!(first_read(&mut stream).await.unwrap(), b"AMQP");
         drop(stream);
-        server.await.unwrap().unwrap();
+        let accepted = server.await.unwrap().unwrap();
+        assert_eq!(accepted.server_name.as_deref(), Some("localhost"), "SNI");
     }
 
     #[tokio::test]
@@ -1367,21 +1428,25 @@ mod tests {
             p.not_before = rcgen::date_time_ymd(2020, 1, 1);
             p.not_after = rcgen::date_time_ymd(2020, 1, 2);
         });
-        let (address, _server) = Server::new(expired).start().await;
+        let (address, server) = Server::new(expired).start().await;
         let error = tls_connect(address, &pki.options(), "localhost")
             .await
             .unwrap_err();
         assert!(matches!(error, TlsError::Expired { .. }), "{error:?}");
+        assert!(error.to_string().contains("has expired"), "{error}");
+        // The server never got past the handshake: no AMQP byte was exchanged.
+        assert!(server.await.unwrap().is_err());
 
         let future = pki.issue("future", &["localhost"], "localhost", false, |p| {
             p.not_before = rcgen::date_time_ymd(2999, 1, 1);
             p.not_after = rcgen::date_time_ymd(3000, 1, 1);
         });
-        let (address, _server) = Server::new(future).start().await;
+        let (address, server) = Server::new(future).start().await;
         let error = tls_connect(address, &pki.options(), "localhost")
             .await
             .unwrap_err();
         assert!(matches!(error, TlsError::NotYetValid { .. }), "{error:?}");
+        assert!(server.await.unwrap().is_err());
     }
 
     #[tokio::test]
@@ -1426,7 +1491,8 @@ mod tests {
             let mut stream = tls_connect(address, &options, "localhost").await.unwrap();
             assert_eq!(first_read(&mut stream).await.unwrap(), b"AMQP");
             drop(stream);
-            assert_eq!(server.await.unwrap(), Ok(Some(client.chain[0].clone())));
+            let accepted = server.await.unwrap().unwrap();
+            assert_eq!(accepted.client_certificate, Some(client.chain[0].clone()));
         }
     }
 
@@ -1582,6 +1648,10 @@ mod tests {
         let error = tls_connect(address, &pki.options(), "localhost")
             .await
             .unwrap_err();
-        assert!(matches!(error, TlsError::Io { .. }), "{error:?}");
+        let TlsError::Io(io_error) = &error else {
+            panic!("{error:?}");
+        };
+        let source = std::error::Error::source(&error).expect("the I/O error is the source");
+        assert_eq!(source.to_string(), io_error.to_string());
     }
 }

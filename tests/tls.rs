@@ -18,6 +18,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
 use warren::{
     AuthMechanism, Connection, ConnectionOptions, Error, QueueDeclareOptions, TlsError, TlsOptions,
     TrustRoots,
@@ -62,7 +65,7 @@ fn node() -> Option<Node> {
     let Some(dir) = var("WARREN_TLS_DIR").map(PathBuf::from) else {
         let how = "start it with `scripts/rabbitmq-tls-node.sh start` and export its settings \
                    with `set -a; eval \"$(scripts/rabbitmq-tls-node.sh env)\"; set +a`";
-        if var("WARREN_REQUIRE_TLS_NODE").as_deref() == Some("1") {
+        if required() {
             panic!("WARREN_REQUIRE_TLS_NODE=1 but WARREN_TLS_DIR is unset: no TLS node; {how}");
         }
         static ONCE: Once = Once::new();
@@ -101,9 +104,25 @@ fn node() -> Option<Node> {
     })
 }
 
+/// Whether the tests must run rather than skip (`WARREN_REQUIRE_TLS_NODE=1`, as in CI).
+fn required() -> bool {
+    var("WARREN_REQUIRE_TLS_NODE").as_deref() == Some("1")
+}
+
 /// Says why a test skips, past the test harness's output capture, so `cargo test` shows it.
 fn skip(reason: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED (tests/tls.rs): {reason}");
+}
+
+/// `port`, the TLS port of one of the extra nodes (from `var_name`), or `None` after saying why
+/// the test skips; when the tests are [`required`], a missing node fails the test instead.
+fn extra_node(port: Option<u16>, var_name: &str, what: &str) -> Option<u16> {
+    if port.is_none() {
+        let reason = format!("{var_name} is unset: the script started no node {what}");
+        assert!(!required(), "WARREN_REQUIRE_TLS_NODE=1 but {reason}");
+        skip(&reason);
+    }
+    port
 }
 
 macro_rules! node_or_skip {
@@ -284,26 +303,191 @@ async fn amqps_uris_with_tls_parameters() {
 // ===== certificates the client refuses: before any AMQP byte =====
 //
 // `connect_with` completes the TLS handshake before it writes the AMQP protocol header, so a
-// certificate the client refuses ends the connection while TLS is still negotiating: the error
-// is `Error::Tls`, never an AMQP-level one. (The unit tests of `tls.rs` also check, with a
-// server of their own, that the server saw no application data.)
+// certificate the client refuses should end the connection while TLS is still negotiating.
+// These tests do not take that on trust: each connects through a `Relay` that keeps every byte
+// the client sends, and `check_no_amqp_byte` proves from those bytes that the client never got
+// far enough to send application data.
+
+/// A TCP relay in front of a node's TLS port that keeps every byte the client sends.
+struct Relay {
+    port: u16,
+    task: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+impl Relay {
+    /// Listens on `ip`, any free port, and relays one connection to `127.0.0.1:to`.
+    async fn start(ip: &str, to: u16) -> Self {
+        let listener = TcpListener::bind((ip, 0))
+            .await
+            .unwrap_or_else(|e| panic!("binding a relay on {ip}: {e}"));
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (client, _) = listener.accept().await.expect("accepting the client");
+            let server = TcpStream::connect(("127.0.0.1", to))
+                .await
+                .unwrap_or_else(|e| panic!("the relay connecting to port {to}: {e}"));
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            let downstream = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+            let mut sent = Vec::new();
+            let mut buf = [0; 8192];
+            // Until the client closes (or resets) its side.
+            while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                sent.extend_from_slice(&buf[..n]);
+                if to_server.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            downstream.abort();
+            sent
+        });
+        Self { port, task }
+    }
+
+    /// Everything the client sent, once it has closed the connection.
+    async fn sent(self) -> Vec<u8> {
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the client closes its connection to the relay")
+            .expect("the relay task")
+    }
+}
+
+/// Checks that `sent`, everything a client sent on one connection, holds no AMQP byte, or says
+/// what it holds instead.
+///
+/// The bytes must be TLS records only (the AMQP protocol header in the clear, `AMQP\0\0\x09\x01`,
+/// does not parse as one), and they must show that the client never sent its side of the
+/// handshake past the ClientHello: no data can be sent before the client's Finished (warren
+/// does not enable TLS 1.3 early data), and the client sends its certificate, key exchange and
+/// Finished only after it has accepted the server's certificate. By record type:
+/// - handshake (22): a ClientHello, whole, and nothing else (TLS 1.2 would send the rest of
+///   its flight in handshake records too, in the clear or, for the Finished, encrypted);
+/// - change_cipher_spec (20): allowed (TLS 1.3 sends a dummy one; in TLS 1.2 the Finished
+///   that follows it is a handshake record, refused above);
+/// - alert (21): allowed, 2 bytes;
+/// - application_data (23), which TLS 1.3 uses for every encrypted record: 19 bytes only, an
+///   encrypted alert (2 bytes, the inner content type, a 16-byte AEAD tag). The client's
+///   encrypted Finished alone takes at least 4 + 32 + 1 + 16 = 53 bytes, and an AMQP protocol
+///   header 8 + 1 + 16 = 25.
+fn check_no_amqp_byte(sent: &[u8]) -> Result<(), String> {
+    const HANDSHAKE: u8 = 22;
+    const CHANGE_CIPHER_SPEC: u8 = 20;
+    const ALERT: u8 = 21;
+    const APPLICATION_DATA: u8 = 23;
+    const ENCRYPTED_ALERT_LEN: usize = 2 + 1 + 16;
+    /// Whether `payload` is one whole ClientHello (handshake type 1, 24-bit length).
+    fn is_client_hello(payload: &[u8]) -> bool {
+        match *payload {
+            [1, a, b, c, ref body @ ..] => u32::from_be_bytes([0, a, b, c]) as usize == body.len(),
+            _ => false,
+        }
+    }
+
+    if sent.is_empty() {
+        return Err("the client sent nothing, not even a ClientHello".to_owned());
+    }
+    let mut rest = sent;
+    let mut index = 0;
+    while !rest.is_empty() {
+        let at = sent.len() - rest.len();
+        let [kind, major, _minor, len_hi, len_lo, ..] = *rest else {
+            return Err(format!(
+                "a truncated record header at byte {at}: {rest:02x?}"
+            ));
+        };
+        let len = usize::from(u16::from_be_bytes([len_hi, len_lo]));
+        if major != 3 || len > (1 << 14) + 256 {
+            return Err(format!(
+                "bytes that are not a TLS record at byte {at} (plain text?): {:02x?}",
+                &rest[..rest.len().min(16)]
+            ));
+        }
+        let Some(payload) = rest.get(5..5 + len) else {
+            return Err(format!("record {index} is cut short at byte {at}"));
+        };
+        match (kind, payload) {
+            (HANDSHAKE, _) if is_client_hello(payload) => {}
+            (HANDSHAKE, _) => {
+                return Err(format!(
+                    "record {index} is a handshake record other than a ClientHello ({len} bytes): \
+                     the client went on with the handshake"
+                ));
+            }
+            (CHANGE_CIPHER_SPEC, [1]) => {}
+            (ALERT, [_, _]) => {}
+            (APPLICATION_DATA, _) if len == ENCRYPTED_ALERT_LEN => {}
+            (APPLICATION_DATA, _) => {
+                return Err(format!(
+                    "record {index} is an encrypted record of {len} bytes, longer than an \
+                     alert: handshake messages or application data"
+                ));
+            }
+            _ => return Err(format!("record {index} has type {kind} and {len} bytes")),
+        }
+        rest = &rest[5 + len..];
+        index += 1;
+    }
+    Ok(())
+}
+
+/// Connects with `options` (whose host must resolve to `ip`) through a relay on `ip` to the
+/// TLS port `to`, expects a TLS error, and checks that the client sent no AMQP byte.
+async fn refused_before_any_amqp_byte(options: ConnectionOptions, ip: &str, to: u16) -> TlsError {
+    let relay = Relay::start(ip, to).await;
+    let error = tls_error(connect_err(options.port(relay.port)).await);
+    if let Err(what) = check_no_amqp_byte(&relay.sent().await) {
+        panic!(
+            "the connection failed with {error:?}, but the client sent more than a refused handshake: {what}"
+        );
+    }
+    error
+}
+
+/// The check above is not vacuous: a working connection, through the same relay, fails it.
+#[tokio::test]
+async fn the_relay_sees_the_amqp_bytes_of_a_working_connection() {
+    let node = node_or_skip!();
+    let relay = Relay::start("127.0.0.1", node.port).await;
+    let options = node
+        .options("127.0.0.1", &unique("relay"))
+        .port(relay.port)
+        .auth_mechanism(AuthMechanism::External);
+    let connection = Connection::connect_with(options).await.unwrap();
+    exercise(&connection).await;
+    connection.close().await.unwrap();
+    drop(connection);
+    let error = check_no_amqp_byte(&relay.sent().await)
+        .expect_err("a working connection sends application data");
+    assert!(error.contains("encrypted record"), "{error}");
+
+    // Nor does the check accept plain AMQP.
+    let error = check_no_amqp_byte(b"AMQP\x00\x00\x09\x01").unwrap_err();
+    assert!(error.contains("not a TLS record"), "{error}");
+}
 
 #[tokio::test]
 async fn a_wrong_host_name_is_refused() {
     let node = node_or_skip!();
-    // 127.0.0.2 reaches the node (all of 127/8 is loopback) but is not in the certificate.
-    let error = tls_error(connect_err(node.options("127.0.0.2", "wrong-ip")).await);
+    // 127.0.0.2 reaches the relay (all of 127/8 is loopback) but is not in the certificate.
+    let options = node.options("127.0.0.2", "wrong-ip");
+    let error = refused_before_any_amqp_byte(options, "127.0.0.2", node.port).await;
     assert!(
         matches!(&error, TlsError::NotValidForName { server_name, presented }
             if server_name == "127.0.0.2" && presented.iter().any(|n| n == "localhost")),
         "{error:?}"
     );
+    assert!(
+        error.to_string().contains("not valid for \"127.0.0.2\""),
+        "{error}"
+    );
     // A name the certificate does not list, through SNI.
-    let mut options = node.options("127.0.0.1", "wrong-name");
     let mut tls = node.tls();
     tls.server_name = Some("wrong.example".into());
-    options = options.tls(tls);
-    let error = tls_error(connect_err(options).await);
+    let options = node.options("127.0.0.1", "wrong-name").tls(tls);
+    let error = refused_before_any_amqp_byte(options, "127.0.0.1", node.port).await;
     assert!(
         matches!(&error, TlsError::NotValidForName { server_name, .. } if server_name == "wrong.example"),
         "{error:?}"
@@ -321,8 +505,16 @@ async fn an_untrusted_ca_is_refused() {
     let node = node_or_skip!();
     let mut tls = node.tls();
     tls.ca_file = Some(node.other_ca.clone());
-    let error = tls_error(connect_err(node.options("localhost", "other-ca").tls(tls)).await);
-    assert!(matches!(error, TlsError::UnknownIssuer { .. }), "{error:?}");
+    let options = node.options("localhost", "other-ca").tls(tls);
+    let error = refused_before_any_amqp_byte(options, "127.0.0.1", node.port).await;
+    assert!(
+        matches!(&error, TlsError::UnknownIssuer { server_name } if server_name == "localhost"),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("not signed by a trusted CA"),
+        "{error}"
+    );
     // With the platform roots only, the test CA is unknown too.
     let mut tls = node.tls();
     tls.roots = TrustRoots::Platform;
@@ -336,25 +528,27 @@ async fn an_untrusted_ca_is_refused() {
 #[tokio::test]
 async fn an_expired_server_certificate_is_refused() {
     let node = node_or_skip!();
-    let Some(port) = node.expired_port else {
-        skip(
-            "WARREN_TLS_EXPIRED_PORT is unset: the script started no node with an expired certificate",
-        );
+    let Some(port) = extra_node(
+        node.expired_port,
+        "WARREN_TLS_EXPIRED_PORT",
+        "with an expired certificate",
+    ) else {
         return;
     };
-    let options = node.options("localhost", "expired").port(port);
-    let error = tls_error(connect_err(options).await);
+    let options = node.options("localhost", "expired");
+    let error = refused_before_any_amqp_byte(options, "127.0.0.1", port).await;
     assert!(matches!(error, TlsError::Expired { .. }), "{error:?}");
-    assert!(error.to_string().contains("expired"), "{error}");
+    assert!(error.to_string().contains("has expired"), "{error}");
 }
 
 #[tokio::test]
 async fn dangerous_skip_verification_connects_anyway_and_warns() {
     let node = node_or_skip!();
-    let Some(port) = node.expired_port else {
-        skip(
-            "WARREN_TLS_EXPIRED_PORT is unset: the script started no node with an expired certificate",
-        );
+    let Some(port) = extra_node(
+        node.expired_port,
+        "WARREN_TLS_EXPIRED_PORT",
+        "with an expired certificate",
+    ) else {
         return;
     };
     // Expired, and reached by a name the certificate does not list, with no CA at all.
@@ -419,17 +613,14 @@ async fn an_expired_client_certificate_is_reported_clearly() {
 #[tokio::test]
 async fn a_server_limited_to_tls_1_1_is_refused() {
     let node = node_or_skip!();
-    let Some(port) = node.tls11_port else {
-        skip(
-            "WARREN_TLS11_PORT is unset: the script reported that it could not start a TLS 1.1-only node",
-        );
+    let Some(port) = extra_node(node.tls11_port, "WARREN_TLS11_PORT", "limited to TLS 1.1") else {
         return;
     };
     let mut tls = node.tls();
     tls.cert_file = None;
     tls.key_file = None;
-    let options = node.options("localhost", "tls11").port(port).tls(tls);
-    let error = tls_error(connect_err(options).await);
+    let options = node.options("localhost", "tls11").tls(tls);
+    let error = refused_before_any_amqp_byte(options, "127.0.0.1", port).await;
     assert!(matches!(error, TlsError::ProtocolVersion), "{error:?}");
     assert!(error.to_string().contains("TLS 1.2"), "{error}");
 }

@@ -131,7 +131,10 @@ fn valid_query_parameters() {
             |o| o.get_vhost() == "v" && o.get_heartbeat() == Duration::from_secs(1) && o.get_frame_max() == 8192
                 && o.get_channel_max() == 16 && o.get_connection_timeout() == Duration::from_millis(500)
                 && o.get_connection_name() == Some("n")),
-        ("amqps://h?cacertfile=/etc/ca.pem", |o| o.get_tls().unwrap().ca_file == Some(PathBuf::from("/etc/ca.pem"))),
+        // The file is the whole trust store, as in RabbitMQ's Erlang client.
+        ("amqps://h?cacertfile=/etc/ca.pem", |o| o.get_tls().unwrap().ca_file == Some(PathBuf::from("/etc/ca.pem"))
+            && o.get_tls().unwrap().roots == TrustRoots::None),
+        ("amqps://h", |o| o.get_tls().unwrap().roots == TrustRoots::default()),
         ("amqps://h?cacertfile=%2Fmy%20certs%2Fca.pem", |o| o.get_tls().unwrap().ca_file == Some(PathBuf::from("/my certs/ca.pem"))),
         ("amqps://h?certfile=c.pem&keyfile=k.pem", |o| {
             let tls = o.get_tls().unwrap();
@@ -147,7 +150,7 @@ fn valid_query_parameters() {
         ("amqps://myhost?cacertfile=/path/to/ca_certificate.pem&certfile=/path/to/client_certificate.pem\
           &keyfile=/path/to/client_key.pem&verify=verify_peer&server_name_indication=myhost", |o| {
             *o.get_tls().unwrap() == TlsOptions {
-                roots: TrustRoots::Platform,
+                roots: TrustRoots::None,
                 ca_file: Some("/path/to/ca_certificate.pem".into()),
                 cert_file: Some("/path/to/client_certificate.pem".into()),
                 key_file: Some("/path/to/client_key.pem".into()),

@@ -83,18 +83,37 @@ impl fmt::Display for AuthMechanism {
     }
 }
 
-/// Where the TLS client gets the certificates it trusts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where the TLS client gets the certificates it trusts, besides [`TlsOptions::ca_file`].
+///
+/// The default is [`TrustRoots::Platform`]: the operating system's store is the one its
+/// administrators keep up to date (removals of distrusted CAs included) and extend with their
+/// own CAs. A build with the `webpki-roots` feature and without `native-roots` (a default
+/// feature) defaults to [`TrustRoots::Bundled`] instead, so that `amqps://` URIs, which cannot
+/// name the roots, work in containers without a certificate store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TrustRoots {
-    /// The operating system's certificate store (through `rustls-native-certs`).
-    #[default]
+    /// The operating system's certificate store (through `rustls-native-certs`; Cargo feature
+    /// `native-roots`, on by default), read once per process.
     Platform,
-    /// Mozilla's root set compiled into the program (through `webpki-roots`), for
-    /// containers without a certificate store.
+    /// Mozilla's root set compiled into the program (through `webpki-roots`; Cargo feature
+    /// `webpki-roots`), for containers without a certificate store. It is as recent as the
+    /// build.
     Bundled,
     /// Only the certificates of [`TlsOptions::ca_file`].
     None,
+}
+
+impl Default for TrustRoots {
+    /// [`TrustRoots::Platform`], or [`TrustRoots::Bundled`] in a build with the `webpki-roots`
+    /// feature but not `native-roots`.
+    fn default() -> Self {
+        if cfg!(all(feature = "webpki-roots", not(feature = "native-roots"))) {
+            Self::Bundled
+        } else {
+            Self::Platform
+        }
+    }
 }
 
 /// TLS settings for `amqps` connections.

@@ -25,7 +25,8 @@
 //! client, with the choices below.
 //!
 //! - **Scheme**: `amqp` or `amqps`, in any case. `amqps` turns TLS on with the default
-//!   [`TlsOptions`] (platform trust roots, verification on).
+//!   [`TlsOptions`]: the default [`TrustRoots`] (the platform's) or, with `cacertfile`, only
+//!   that file's CAs, and verification on.
 //! - **User name and password** are percent-decoded. Characters outside RFC 3986's unreserved
 //!   and sub-delims sets must be percent-encoded: `@` as `%40`, `:` in the password as `%3A`,
 //!   `/` as `%2F`, `?` as `%3F`, `#` as `%23`, `%` as `%25`. With no user info the user is
@@ -69,7 +70,7 @@
 //!   | `channel_max` | 0 to 65535 | [`ConnectionOptions::channel_max`] |
 //!   | `auth_mechanism` | `plain`, `amqplain` or `external` (any case); repeat it to list several, most preferred first | [`ConnectionOptions::auth_mechanisms`] |
 //!   | `connection_name` | any text (warren's addition: it names the connection in the management UI) | [`ConnectionOptions::connection_name`] |
-//!   | `cacertfile` | path of a PEM file of CA certificates to trust (`amqps` only) | [`TlsOptions::ca_file`] |
+//!   | `cacertfile` | path of a PEM file of CA certificates, the only ones trusted (`amqps` only) | [`TlsOptions::ca_file`], and [`TlsOptions::roots`] = [`TrustRoots::None`] |
 //!   | `certfile` | path of the PEM client certificate (`amqps` only) | [`TlsOptions::cert_file`] |
 //!   | `keyfile` | path of the PEM client key (`amqps` only) | [`TlsOptions::key_file`] |
 //!   | `server_name_indication` | the name to send in SNI and to verify the certificate against (`amqps` only) | [`TlsOptions::server_name`] |
@@ -101,6 +102,7 @@ use std::time::Duration;
 
 use super::options::{
     AuthMechanism, ConnectionOptions, DEFAULT_PORT, DEFAULT_TLS_PORT, Password, TlsOptions,
+    TrustRoots,
 };
 
 /// The part of a URI that a [`UriError`] is about.
@@ -693,7 +695,12 @@ fn apply_query(query: &str, options: &mut ConnectionOptions) -> Result<(), UriEr
                     .as_mut()
                     .expect("TLS parameters were refused without TLS above");
                 match name {
-                    "cacertfile" => tls.ca_file = Some(PathBuf::from(value)),
+                    "cacertfile" => {
+                        // As in RabbitMQ's Erlang client, the file is the whole trust store:
+                        // a URI naming its CA trusts no other.
+                        tls.ca_file = Some(PathBuf::from(value));
+                        tls.roots = TrustRoots::None;
+                    }
                     "certfile" => tls.cert_file = Some(PathBuf::from(value)),
                     "keyfile" => tls.key_file = Some(PathBuf::from(value)),
                     "server_name_indication" => {
