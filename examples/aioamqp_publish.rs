@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .queue_declare(&queue, QueueDeclareOptions::default())
         .await?;
     // The exchange "" is the default exchange: the routing key names the queue.
-    let confirm = channel
+    channel
         .basic_publish(
             "",
             &queue,
@@ -31,7 +31,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             BasicProperties::default(),
         )
         .await?;
-    confirm.await?;
     println!("published \"aioamqp hello\" to {queue}");
     connection.close().await?;
     Ok(())

@@ -27,7 +27,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     // The default exchange ("") routes a message to the queue named by its routing key.
-    let confirm = channel
+    // basic_publish returns once the message is queued on the connection. It also returns a
+    // PublishConfirm, which matters only in confirm mode (tutorial 7): here there is nothing
+    // to wait for.
+    channel
         .basic_publish(
             "",
             &queue,
@@ -36,8 +39,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             BasicProperties::default(),
         )
         .await?;
-    // Without confirm mode (see tutorial 7) this resolves once the connection has the message.
-    confirm.await?;
     println!(" [x] Sent 'Hello World!'");
 
     // Closing the connection flushes what is queued on it first.

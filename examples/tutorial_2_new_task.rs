@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         content_type: Some(ShortString::from_static("text/plain")),
         ..Default::default()
     };
-    let confirm = channel
+    channel
         .basic_publish(
             "",
             &queue,
@@ -57,7 +57,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             properties,
         )
         .await?;
-    confirm.await?;
     println!(" [x] Sent {message:?}");
     connection.close().await?;
     Ok(())

@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     // A fanout exchange ignores the routing key.
-    let confirm = channel
+    channel
         .basic_publish(
             &exchange,
             "",
@@ -46,7 +46,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             BasicProperties::default(),
         )
         .await?;
-    confirm.await?;
     println!(" [x] Sent {message}");
     connection.close().await?;
     Ok(())

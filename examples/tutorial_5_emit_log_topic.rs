@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
 
-    let confirm = channel
+    channel
         .basic_publish(
             &exchange,
             routing_key,
@@ -46,7 +46,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             BasicProperties::default(),
         )
         .await?;
-    confirm.await?;
     println!(" [x] Sent {routing_key}:{message}");
     connection.close().await?;
     Ok(())

@@ -86,8 +86,7 @@ impl FibonacciRpcClient {
             correlation_id: Some(correlation_id.clone()),
             ..Default::default()
         };
-        let confirm = self
-            .channel
+        self.channel
             .basic_publish(
                 "",
                 &self.request_queue,
@@ -96,7 +95,6 @@ impl FibonacciRpcClient {
                 properties,
             )
             .await?;
-        confirm.await?;
 
         let wait = async {
             while let Some(reply) = self.replies.next().await {

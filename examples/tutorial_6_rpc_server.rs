@@ -61,14 +61,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         println!(" [.] fib({n})");
-        let answer = fib(n).to_string();
+        // CPU-bound work goes to a thread for blocking work rather than holding up one of
+        // the runtime's async workers (which also run the connection).
+        let answer = tokio::task::spawn_blocking(move || fib(n))
+            .await?
+            .to_string();
 
         if let Some(reply_to) = &request.properties.reply_to {
             let properties = BasicProperties {
                 correlation_id: request.properties.correlation_id.clone(),
                 ..Default::default()
             };
-            let confirm = channel
+            channel
                 .basic_publish(
                     "",
                     reply_to,
@@ -77,7 +81,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     properties,
                 )
                 .await?;
-            confirm.await?;
         }
         // Acknowledge after replying: if the server dies before, another one answers.
         request.ack(BasicAckOptions::default()).await?;

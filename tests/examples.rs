@@ -618,14 +618,34 @@ fn aioamqp_connect() {
     let bad_uri = scope
         .spawn_with("aioamqp_connect", &[], &[("AMQP_URL", "http://localhost")])
         .finish();
-    for (output, start) in [
-        (refused, "nothing answers at 127.0.0.1:"),
-        (refused_login, "login refused: "),
-        (bad_uri, "AMQP_URL: invalid AMQP URI"),
+    // The broker's URL, credentials included, with a virtual host that does not exist.
+    let url = broker_url();
+    let authority = url.find("://").expect("AMQP_URL is a URL") + 3;
+    let path = url[authority..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| authority + i);
+    let unknown_vhost = format!("{}/warren-no-such-vhost", &url[..path]);
+    let refused_vhost = scope
+        .spawn_with("aioamqp_connect", &[], &[("AMQP_URL", &unknown_vhost)])
+        .finish();
+    for (output, start, says) in [
+        (
+            refused,
+            "nothing answers at 127.0.0.1:",
+            "is RabbitMQ running?",
+        ),
+        (refused_login, "login refused: ", "ACCESS_REFUSED"),
+        (bad_uri, "AMQP_URL: invalid AMQP URI", "scheme"),
+        (
+            refused_vhost,
+            "amqp://",
+            "refused the virtual host: NOT_ALLOWED - vhost warren-no-such-vhost not found",
+        ),
     ] {
         assert_eq!(output.status.code(), Some(1), "{output:#?}");
         assert_eq!(output.stderr.len(), 1, "{output:#?}");
         assert!(output.stderr[0].starts_with(start), "{output:#?}");
+        assert!(output.stderr[0].contains(says), "{output:#?}");
         assert!(!output.stderr[0].contains("secret-password"), "{output:#?}");
         assert!(!output.stderr[0].contains("wrong-password"), "{output:#?}");
     }

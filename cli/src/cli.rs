@@ -71,7 +71,7 @@ pub enum Command {
     Bind(Binding),
     /// Remove a binding made with `warren bind`
     #[command(subcommand)]
-    Unbind(Binding),
+    Unbind(Unbinding),
     /// Remove every ready message from a queue
     Purge(PurgeArgs),
     /// Delete a queue or an exchange
@@ -286,27 +286,37 @@ pub struct GetArgs {
     pub output: OutputArgs,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Declare {
-    /// Declare a queue; an empty name ("") lets the broker choose one, which is printed
-    #[command(after_help = "\
+const DECLARE_QUEUE_EXAMPLES: &str = "\
 Examples:
   warren declare queue orders --durable
-  warren declare queue jobs --type quorum
+  warren declare queue jobs --type quorum --durable
   warren declare queue events --arg x-max-length=10000 --arg x-overflow=reject-publish
-  warren declare queue orders --passive      # does it exist? how many messages?")]
-    Queue(DeclareQueue),
-    /// Declare an exchange
-    #[command(after_help = "\
+  warren declare queue orders --passive      # does it exist? how many messages?";
+
+const DECLARE_EXCHANGE_EXAMPLES: &str = "\
 Examples:
   warren declare exchange logs --type fanout
   warren declare exchange events --type topic --durable
-  warren declare exchange main --arg alternate-exchange=unrouted")]
+  warren declare exchange main --arg alternate-exchange=unrouted";
+
+// `-h` shows the examples; `--help` shows them and how --arg values are typed.
+#[derive(Debug, Subcommand)]
+pub enum Declare {
+    /// Declare a queue; an empty name ("") lets the broker choose one, which is printed
+    #[command(
+        after_help = DECLARE_QUEUE_EXAMPLES,
+        after_long_help = format!("{DECLARE_QUEUE_EXAMPLES}\n\n{TYPED_VALUES}")
+    )]
+    Queue(DeclareQueue),
+    /// Declare an exchange
+    #[command(
+        after_help = DECLARE_EXCHANGE_EXAMPLES,
+        after_long_help = format!("{DECLARE_EXCHANGE_EXAMPLES}\n\n{TYPED_VALUES}")
+    )]
     Exchange(DeclareExchange),
 }
 
 #[derive(Debug, Args)]
-#[command(after_long_help = TYPED_VALUES)]
 pub struct DeclareQueue {
     /// The queue name ("" for a server-named queue)
     pub name: String,
@@ -327,7 +337,8 @@ pub struct DeclareQueue {
     #[arg(long)]
     pub passive: bool,
 
-    /// The queue type: classic, quorum or stream (x-queue-type)
+    /// The queue type: classic, quorum or stream (x-queue-type); quorum and stream queues
+    /// must be --durable
     #[arg(short = 't', long = "type", value_name = "TYPE")]
     pub kind: Option<String>,
 
@@ -337,7 +348,6 @@ pub struct DeclareQueue {
 }
 
 #[derive(Debug, Args)]
-#[command(after_long_help = TYPED_VALUES)]
 pub struct DeclareExchange {
     /// The exchange name
     pub name: String,
@@ -372,24 +382,73 @@ pub struct DeclareExchange {
     pub arguments: Vec<(String, FieldValue)>,
 }
 
+const BIND_QUEUE_EXAMPLES: &str = "\
+Examples:
+  warren bind queue errors logs --routing-key '*.error'
+  warren bind queue matched headers-x --arg x-match=all --arg format=pdf";
+
+const BIND_EXCHANGE_EXAMPLES: &str = "\
+Examples:
+  warren bind exchange audit events --routing-key '#'   # audit gets what events routes";
+
 #[derive(Debug, Subcommand)]
 pub enum Binding {
     /// A queue and the exchange it receives from
-    #[command(after_help = "\
-Examples:
-  warren bind queue errors logs --routing-key '*.error'
-  warren unbind queue errors logs --routing-key '*.error'
-  warren bind queue matched headers-x --arg x-match=all --arg format=pdf")]
+    #[command(
+        after_help = BIND_QUEUE_EXAMPLES,
+        after_long_help = format!("{BIND_QUEUE_EXAMPLES}\n\n{TYPED_VALUES}")
+    )]
     Queue(BindQueue),
     /// Two exchanges: messages routed by SOURCE also go through DESTINATION (exchange.bind)
-    #[command(after_help = "\
-Examples:
-  warren bind exchange audit events --routing-key '#'")]
+    #[command(
+        after_help = BIND_EXCHANGE_EXAMPLES,
+        after_long_help = format!("{BIND_EXCHANGE_EXAMPLES}\n\n{TYPED_VALUES}")
+    )]
     Exchange(BindExchange),
 }
 
+const UNBIND_QUEUE_EXAMPLES: &str = "\
+Examples:
+  warren unbind queue errors logs --routing-key '*.error'
+  warren unbind queue matched headers-x --arg x-match=all --arg format=pdf
+
+The routing key and arguments must be those of the binding. Removing a binding that does not
+exist succeeds.";
+
+const UNBIND_EXCHANGE_EXAMPLES: &str = "\
+Examples:
+  warren unbind exchange audit events --routing-key '#'
+
+The routing key and arguments must be those of the binding. Removing a binding that does not
+exist succeeds.";
+
+/// `warren unbind`: the arguments of `bind`, with help of its own.
+#[derive(Debug, Subcommand)]
+pub enum Unbinding {
+    /// Remove the binding of a queue to an exchange (queue.unbind)
+    #[command(
+        after_help = UNBIND_QUEUE_EXAMPLES,
+        after_long_help = format!("{UNBIND_QUEUE_EXAMPLES}\n\n{TYPED_VALUES}")
+    )]
+    Queue(BindQueue),
+    /// Remove the binding of exchange DESTINATION to exchange SOURCE (exchange.unbind)
+    #[command(
+        after_help = UNBIND_EXCHANGE_EXAMPLES,
+        after_long_help = format!("{UNBIND_EXCHANGE_EXAMPLES}\n\n{TYPED_VALUES}")
+    )]
+    Exchange(BindExchange),
+}
+
+impl From<Unbinding> for Binding {
+    fn from(unbinding: Unbinding) -> Self {
+        match unbinding {
+            Unbinding::Queue(queue) => Binding::Queue(queue),
+            Unbinding::Exchange(exchange) => Binding::Exchange(exchange),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
-#[command(after_long_help = TYPED_VALUES)]
 pub struct BindQueue {
     /// The queue
     pub queue: String,
@@ -407,7 +466,6 @@ pub struct BindQueue {
 }
 
 #[derive(Debug, Args)]
-#[command(after_long_help = TYPED_VALUES)]
 pub struct BindExchange {
     /// The exchange that receives
     pub destination: String,
@@ -521,7 +579,7 @@ pub struct PerfArgs {
     )]
     pub duration: Option<Duration>,
 
-    /// Messages each producer publishes
+    /// Messages each producer publishes (with --producers 0: messages to receive in all)
     #[arg(short = 'C', long, value_name = "N")]
     pub count: Option<u64>,
 

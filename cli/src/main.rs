@@ -69,7 +69,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Get(args) => consume::get(&url, args).await,
         Command::Declare(what) => topology::declare(&url, what).await,
         Command::Bind(what) => topology::bind(&url, what, true).await,
-        Command::Unbind(what) => topology::bind(&url, what, false).await,
+        Command::Unbind(what) => topology::bind(&url, what.into(), false).await,
         Command::Purge(args) => topology::purge(&url, args).await,
         Command::Delete(what) => topology::delete(&url, what).await,
         Command::Perf(args) => perf::run(&url, args).await,

@@ -71,6 +71,58 @@ fn a_refused_login_is_one_line() {
     let output = warren(&["--url", &url, "get", "q"]);
     output.one_line_error(1, "warren: the broker refused the login");
     assert!(!output.stderr.contains("hunter2"), "{output:#?}");
+
+    // A user that exists, with a wrong password.
+    let url = format!(
+        "amqp://{}:hunter2-wrong@{}:{}/%2f",
+        broker.get_username(),
+        broker.get_host(),
+        broker.get_port()
+    );
+    let output = warren(&["--url", &url, "purge", "q"]);
+    let line = output.one_line_error(1, "warren: the broker refused the login");
+    assert!(line.contains("check the user name and password"), "{line}");
+    assert!(!output.stderr.contains("hunter2"), "{output:#?}");
+}
+
+#[test]
+fn an_unknown_virtual_host_is_one_line() {
+    // The broker's URL, credentials included, with another virtual host.
+    let broker = common::broker_url();
+    let authority = broker.find("://").expect("a URL") + 3;
+    let path = broker[authority..]
+        .find(['/', '?'])
+        .map_or(broker.len(), |i| authority + i);
+    let url = format!("{}/warren-no-such-vhost", &broker[..path]);
+    let output = warren(&["--url", &url, "get", "q"]);
+    let line = output.one_line_error(1, "warren: ");
+    assert!(line.contains("NOT_ALLOWED"), "{line}");
+    assert!(line.contains("warren-no-such-vhost"), "{line}");
+}
+
+#[test]
+fn a_missing_queue_is_one_line_for_every_command_that_needs_it() {
+    let queue = common::unique("missing");
+    for args in [
+        vec!["get", queue.as_str()],
+        vec!["consume", queue.as_str(), "-n", "1"],
+        vec!["purge", queue.as_str()],
+        vec!["bind", "queue", queue.as_str(), "amq.direct", "-k", "x"],
+        vec!["declare", "queue", queue.as_str(), "--passive"],
+    ] {
+        let output = warren(&args);
+        let line = output.one_line_error(1, "warren: the broker refused: 404 - NOT_FOUND");
+        assert!(line.contains(&format!("no queue '{queue}'")), "{line}");
+        assert_eq!(output.stdout, "", "{output:#?}");
+    }
+    // A missing exchange, when publishing.
+    let exchange = common::unique("missing-exchange");
+    let output = warren(&["publish", "-e", &exchange, "-k", "x", "body"]);
+    let line = output.one_line_error(1, "warren: the broker refused: 404 - NOT_FOUND");
+    assert!(
+        line.contains(&format!("no exchange '{exchange}'")),
+        "{line}"
+    );
 }
 
 #[test]
@@ -123,6 +175,7 @@ fn help_describes_every_subcommand_and_option() {
         &["bind", "queue"],
         &["bind", "exchange"],
         &["unbind", "queue"],
+        &["unbind", "exchange"],
         &["purge"],
         &["delete", "queue"],
         &["delete", "exchange"],
@@ -150,6 +203,33 @@ fn help_describes_every_subcommand_and_option() {
                     "{subcommand:?}: {trimmed:?} has no description:\n{help}"
                 );
             }
+        }
+        // --help has at least what -h has: the examples too, and, where values are typed
+        // (--header, --arg), how.
+        let mut args = subcommand.to_vec();
+        args.push("--help");
+        let long = warren(&args).ok().stdout;
+        assert!(
+            long.contains("Examples:"),
+            "{subcommand:?} --help has no examples:\n{long}"
+        );
+        if long.contains("--arg <KEY=VALUE>") || long.contains("--header <KEY=VALUE>") {
+            assert!(
+                long.contains("Typed values"),
+                "{subcommand:?} --help does not say how values are typed:\n{long}"
+            );
+        }
+        // The examples of a subcommand are of that subcommand.
+        let examples = help.split("Examples:").nth(1).unwrap();
+        let command = format!("warren {}", subcommand.join(" "));
+        for example in examples
+            .lines()
+            .filter(|l| l.trim_start().starts_with("warren "))
+        {
+            assert!(
+                example.trim_start().starts_with(&command),
+                "{subcommand:?} -h shows an example of another command: {example:?}"
+            );
         }
     }
 

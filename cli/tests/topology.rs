@@ -166,6 +166,36 @@ fn declare_arguments_are_typed() {
 }
 
 #[test]
+fn the_queue_type_and_durability_are_declared() {
+    let mut cleanup = Cleanup::new();
+    let queue = cleanup.queue("quorum");
+    warren(&["declare", "queue", &queue, "--type", "quorum", "--durable"]).ok();
+    // The broker holds the queue to what it was declared with.
+    let classic = warren(&["declare", "queue", &queue, "--durable", "--type", "classic"]);
+    let line = classic.one_line_error(1, "warren: the broker refused: 406 - PRECONDITION_FAILED");
+    assert!(line.contains("current is 'quorum'"), "{line}");
+    let transient = warren(&["declare", "queue", &queue, "--type", "quorum"]);
+    transient.one_line_error(1, "warren: the broker refused: 406 - PRECONDITION_FAILED");
+
+    let exchange = cleanup.exchange("durable");
+    warren(&[
+        "declare",
+        "exchange",
+        &exchange,
+        "-t",
+        "fanout",
+        "--durable",
+    ])
+    .ok();
+    let transient = warren(&["declare", "exchange", &exchange, "-t", "fanout"]);
+    let line = transient.one_line_error(1, "warren: the broker refused: 406 - PRECONDITION_FAILED");
+    assert!(line.contains("durable"), "{line}");
+    let direct = warren(&["declare", "exchange", &exchange, "--durable"]);
+    let line = direct.one_line_error(1, "warren: the broker refused: 406 - PRECONDITION_FAILED");
+    assert!(line.contains("type"), "{line}");
+}
+
+#[test]
 fn a_server_named_queue_is_printed_and_deleting_what_is_missing_succeeds() {
     let declared = warren(&["declare", "queue", "", "--auto-delete"]).ok();
     let name = declared
