@@ -39,8 +39,7 @@ pub enum Confirmation {
 }
 
 impl Confirmation {
-    /// Whether the broker acknowledged the message and routed it to at least one queue
-    /// (`Ack`).
+    /// Whether the broker took responsibility for the message ([`Confirmation::Ack`]).
     pub fn is_ack(&self) -> bool {
         matches!(self, Self::Ack)
     }
@@ -54,8 +53,8 @@ impl Confirmation {
 /// safe.
 ///
 /// It resolves to an error if the publish could not be sent (the channel closed first, or the
-/// headers do not fit in a frame), or if the channel or connection closed before the broker confirmed it: such a
-/// message may or may not have reached a queue.
+/// headers do not fit in a frame), or if the channel or connection closed before the broker
+/// confirmed it: such a message may or may not have reached a queue.
 #[derive(Debug)]
 pub struct PublishConfirm(ConfirmState);
 

@@ -185,7 +185,7 @@ pub enum Error {
     /// A delivery's properties could not be decoded (e.g. a header table nested too deep).
     ///
     /// The message is still acknowledgeable: reject it (typically without requeue, to a
-    /// dead-letter exchange) through [`UndecodableDelivery`]. The connection is unaffected.
+    /// dead-letter exchange) through [`UndecodableDelivery`](crate::UndecodableDelivery). The connection is unaffected.
     UndecodableDelivery(Arc<crate::consumer::UndecodableDelivery>),
     /// The broker cancelled a consumer (`basic.cancel` from the server): its queue was deleted,
     /// or the queue's node failed. Consume again (after redeclaring the queue) to go on.

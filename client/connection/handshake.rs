@@ -197,6 +197,8 @@ fn choose_mechanism(start: &ConnectionStart, options: &ConnectionOptions) -> Res
         .mechanisms
         .iter()
         .copied()
+        // EXTERNAL without a client certificate can only be refused; try the next one.
+        .filter(|&m| m != AuthMechanism::External || has_client_certificate(options))
         .find(|m| offered.split_ascii_whitespace().any(|o| o == m.name()))
         .ok_or_else(|| {
             let wanted: Vec<&str> = options.mechanisms.iter().map(|m| m.name()).collect();
@@ -207,6 +209,33 @@ fn choose_mechanism(start: &ConnectionStart, options: &ConnectionOptions) -> Res
                 wanted.join(", ")
             ))
         })
+}
+
+/// Whether the connection presents a TLS client certificate, which SASL EXTERNAL needs.
+fn has_client_certificate(options: &ConnectionOptions) -> bool {
+    options
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.cert_file.is_some())
+}
+
+/// Refuses, before any network traffic, options whose only SASL mechanism is EXTERNAL but
+/// that present no client certificate: the broker could only refuse them.
+pub(super) fn check_mechanisms(options: &ConnectionOptions) -> Result<()> {
+    let only_external = !options.mechanisms.is_empty()
+        && options
+            .mechanisms
+            .iter()
+            .all(|&m| m == AuthMechanism::External);
+    if only_external && !has_client_certificate(options) {
+        return Err(Error::Config(
+            "SASL EXTERNAL takes the user from the TLS client certificate, but none is set: \
+             set TlsOptions::cert_file and key_file (certfile and keyfile in an amqps URI), \
+             or choose another auth_mechanism"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The SASL response for `mechanism`. It holds the password: it is only ever encoded, and the
@@ -453,6 +482,38 @@ mod tests {
             b"\x05LOGINS\x00\x00\x00\x04user\x08PASSWORDS\x00\x00\x00\x06secret"[..]
         );
         assert!(sasl_response(AuthMechanism::External, &options).is_empty());
+    }
+
+    #[test]
+    fn external_needs_a_client_certificate() {
+        let start = ConnectionStart {
+            mechanisms: LongString::from("PLAIN AMQPLAIN EXTERNAL"),
+            ..Default::default()
+        };
+        let external_only = ConnectionOptions::default().auth_mechanism(AuthMechanism::External);
+        let error = check_mechanisms(&external_only).unwrap_err();
+        assert!(matches!(error, Error::Config(_)), "{error:?}");
+        assert!(error.to_string().contains("cert_file"), "{error}");
+
+        // With a fallback, EXTERNAL is skipped rather than sent without a certificate.
+        let with_fallback = ConnectionOptions::default()
+            .auth_mechanisms([AuthMechanism::External, AuthMechanism::Plain]);
+        check_mechanisms(&with_fallback).unwrap();
+        assert_eq!(
+            choose_mechanism(&start, &with_fallback).unwrap(),
+            AuthMechanism::Plain
+        );
+
+        let with_certificate = external_only.tls(crate::TlsOptions {
+            cert_file: Some("client_certificate.pem".into()),
+            key_file: Some("client_key.pem".into()),
+            ..Default::default()
+        });
+        check_mechanisms(&with_certificate).unwrap();
+        assert_eq!(
+            choose_mechanism(&start, &with_certificate).unwrap(),
+            AuthMechanism::External
+        );
     }
 
     #[test]

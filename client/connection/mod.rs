@@ -191,6 +191,7 @@ impl Connection {
     /// broker refuses the credentials, [`Error::ConnectionClosed`] with `530 NOT_ALLOWED` for
     /// an unknown virtual host, and [`Error::Timeout`] when the deadline passes.
     pub async fn connect_with(options: ConnectionOptions) -> Result<Self> {
+        handshake::check_mechanisms(&options)?;
         let deadline = options.connection_timeout;
         let opened = tokio::time::timeout(deadline, async {
             let transport = Transport::connect(&options).await?;
