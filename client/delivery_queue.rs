@@ -68,8 +68,18 @@ pub(crate) struct Sender<T> {
 }
 
 impl<T> Sender<T> {
-    /// Queues `item` if there is room and a receiver.
+    /// Queues `item` if there is room and a receiver, and wakes the receiver.
     pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        if let Some(waker) = self.try_send_deferred(item)? {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `item` like [`Sender::try_send`], but hands back the receiver's waker (if it
+    /// waits) instead of waking it, so that the caller can queue more first and wake once.
+    /// The caller must wake what it gets back.
+    pub(crate) fn try_send_deferred(&self, item: T) -> Result<Option<Waker>, TrySendError<T>> {
         let mut state = self.shared.lock();
         if state.receiver_gone {
             return Err(TrySendError::Closed(item));
@@ -78,12 +88,7 @@ impl<T> Sender<T> {
             return Err(TrySendError::Full(item));
         }
         state.items.push_back(item);
-        let waker = state.receiver_waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
+        Ok(state.receiver_waker.take())
     }
 
     /// Ready when an item would be accepted (`Ok`) or never will be (`Err`: the receiver is
@@ -207,6 +212,21 @@ mod tests {
         assert!(receiver.poll_recv(&mut cx).is_pending());
         drop(stalled);
         assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_deferred_send_hands_back_the_waiting_receivers_waker() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let (sender, mut receiver) = channel(4);
+        // Nobody waits yet: nothing to wake.
+        assert!(sender.try_send_deferred(1).unwrap().is_none());
+        assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        assert!(receiver.poll_recv(&mut cx).is_pending());
+        // The receiver waits: the first send hands its waker back, once.
+        assert!(sender.try_send_deferred(2).unwrap().is_some());
+        assert!(sender.try_send_deferred(3).unwrap().is_none());
+        assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(Some(3)));
     }
 
     #[test]

@@ -477,8 +477,8 @@ impl Driver {
             }
             return;
         };
-        match slot.events.try_send(delivery) {
-            Ok(()) => {}
+        match slot.events.try_send_deferred(delivery) {
+            Ok(waker) => self.consumer_wakes.extend(waker),
             Err(TrySendError::Full(delivery)) => {
                 trace!(channel, "consumer buffer full; pausing reads");
                 self.stalled = Some(Stalled {

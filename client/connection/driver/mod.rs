@@ -102,6 +102,11 @@ pub(crate) struct Driver {
     /// step) or closed its side while a close was under way.
     read_closed: bool,
     max_body_size: u64,
+    /// Consumers that were handed deliveries during the current read batch and wait to be
+    /// woken. Waking each once when the batch ends, rather than on every delivery, lets a
+    /// consumer take a whole batch per wake-up instead of racing the driver one delivery at
+    /// a time (a thread wake-up each, when the consumer runs on another thread).
+    consumer_wakes: Vec<std::task::Waker>,
 }
 
 impl Driver {
@@ -135,6 +140,7 @@ impl Driver {
             stalled: None,
             read_closed: false,
             max_body_size,
+            consumer_wakes: Vec::new(),
         }
     }
 
@@ -179,8 +185,18 @@ impl Driver {
 
     // ===== reading =====
 
-    /// Reads and dispatches frames, unless a consumer's full buffer has stalled reading.
+    /// Reads and dispatches frames, unless a consumer's full buffer has stalled reading, then
+    /// wakes the consumers that were handed deliveries.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool> {
+        let result = self.read_batch(cx);
+        for waker in self.consumer_wakes.drain(..) {
+            waker.wake();
+        }
+        result
+    }
+
+    /// Reads and dispatches up to [`READ_BATCH`] frames.
+    fn read_batch(&mut self, cx: &mut Context<'_>) -> Result<bool> {
         let mut progress = false;
         let mut frames = 0;
         while self.stalled.is_none() && !self.read_closed && !matches!(self.state, State::Closed) {
