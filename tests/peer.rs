@@ -944,6 +944,78 @@ async fn a_socket_dropped_after_start_ok_is_an_authentication_error() {
     }
 }
 
+// ===== 10 (writes). a peer that stops reading =====
+
+/// A peer that stops reading while the client has far more to send than its write queue
+/// takes (1 MiB) and the socket buffers hold: publishes wait in the command queue, and once the
+/// peer reads again every one of them arrives, in order, and so does a call made after them.
+#[tokio::test]
+async fn publishes_held_back_by_a_peer_that_stops_reading_all_arrive_once_it_reads() {
+    const PUBLISHES: usize = 256;
+    const BODY: usize = 64 * 1024;
+    let (connection, mut peer) = connect(defaults, Tune::default()).await;
+    let channel = tokio::join!(connection.open_channel(), peer.accept_channel())
+        .0
+        .unwrap();
+    let id = channel.id();
+    let publisher = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            for i in 0..PUBLISHES {
+                let body = bytes::Bytes::from(vec![i as u8; BODY]);
+                channel
+                    .basic_publish(
+                        "",
+                        "q",
+                        Default::default(),
+                        body,
+                        BasicProperties::default(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            // A call queued behind all of them.
+            channel
+                .queue_declare("after", QueueDeclareOptions::default())
+                .await
+                .unwrap()
+        })
+    };
+    // 16 MiB are on their way; the peer reads nothing for a while.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !publisher.is_finished(),
+        "the publisher should be held back"
+    );
+
+    let mut bodies = 0;
+    let mut body_bytes = 0;
+    while bodies < PUBLISHES {
+        match peer.next_frame().await {
+            Some(Frame::Body { payload, .. }) => {
+                assert!(
+                    payload.iter().all(|&b| b == bodies as u8),
+                    "body {bodies} out of order"
+                );
+                body_bytes += payload.len();
+                if body_bytes == BODY {
+                    bodies += 1;
+                    body_bytes = 0;
+                }
+            }
+            Some(Frame::Method { .. } | Frame::Header { .. } | Frame::Heartbeat) => {}
+            None => panic!("the client closed the socket after {bodies} bodies"),
+        }
+    }
+    let declare: QueueDeclare = peer.expect_method(id).await;
+    assert_eq!(declare.queue, "after");
+    peer.send_method(id, &declare_ok("after", 0)).await;
+    let declared = within(STEP, "the call after the publishes", publisher)
+        .await
+        .unwrap();
+    assert_eq!(declared.name, "after");
+}
+
 // ===== 10. random bytes =====
 
 /// Sends `bytes` after the handshake (with channel 1 open), then ends the stream (so that a

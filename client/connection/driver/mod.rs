@@ -155,14 +155,14 @@ impl Driver {
             if matches!(self.state, State::Closed) {
                 return Poll::Ready(());
             }
-            let progress = match self.turn(cx) {
-                Ok(progress) => progress,
+            let again = match self.turn(cx) {
+                Ok(again) => again,
                 Err(error) => {
                     self.fail(error);
                     true
                 }
             };
-            if !progress {
+            if !again {
                 return Poll::Pending;
             }
         }
@@ -171,16 +171,29 @@ impl Driver {
         Poll::Pending
     }
 
-    /// One turn of the loop; returns whether anything happened. Every source that has nothing
-    /// to do has registered the waker when this returns `false`.
+    /// One turn of the loop. Returns whether to turn again at once: whether some source stopped
+    /// short of having nothing to do (a batch limit, a consumer's buffer that filled or was
+    /// freed, a close under way), and so has not registered the waker.
+    ///
+    /// When it returns `false`, every source has been polled until it returned `Pending`, so a
+    /// wake-up will come when any has something to do; turning again would only poll each once
+    /// more to hear `Pending` again (for a request and its reply, half of the driver's work).
     fn turn(&mut self, cx: &mut Context<'_>) -> Result<bool> {
-        let mut progress = self.poll_stalled(cx);
-        progress |= self.poll_read(cx)?;
-        progress |= self.poll_commands(cx);
+        let mut again = self.poll_stalled(cx);
+        again |= self.poll_read(cx)?;
+        let stalled_after_read = self.stalled.is_some();
+        again |= self.poll_commands(cx);
+        let commands_held = self.writes.len() >= WRITE_HIGH_WATER;
         self.poll_heartbeat(cx)?;
-        progress |= self.poll_write(cx)?;
-        progress |= self.poll_closing(cx);
-        Ok(progress)
+        self.poll_write(cx)?;
+        // Commands were left queued for the writes to drain, and they have: nothing else
+        // would wake the driver to take them.
+        again |= commands_held && self.writes.len() < WRITE_HIGH_WATER;
+        again |= self.poll_closing(cx);
+        // Reading paused for a full consumer buffer that a command (a cancel, a channel close)
+        // has since released: nothing will wake the driver to read on.
+        again |= stalled_after_read && self.stalled.is_none();
+        Ok(again)
     }
 
     // ===== reading =====
@@ -195,14 +208,14 @@ impl Driver {
         result
     }
 
-    /// Reads and dispatches up to [`READ_BATCH`] frames.
+    /// Reads and dispatches up to [`READ_BATCH`] frames. Returns whether it stopped before the
+    /// socket returned `Pending`: the batch is full, a consumer's buffer filled, or reading
+    /// ended; reading then goes on in the next turn, or waits for the stalled consumer.
     fn read_batch(&mut self, cx: &mut Context<'_>) -> Result<bool> {
-        let mut progress = false;
         let mut frames = 0;
         while self.stalled.is_none() && !self.read_closed && !matches!(self.state, State::Closed) {
             if let Some(frame) = self.decoder.decode(&mut self.read_buf)? {
                 self.dispatch(frame)?;
-                progress = true;
                 frames += 1;
                 if frames == READ_BATCH {
                     return Ok(true);
@@ -222,7 +235,7 @@ impl Driver {
                 return Ok(true);
             }
             match read {
-                Poll::Pending => return Ok(progress),
+                Poll::Pending => return Ok(false),
                 Poll::Ready(Err(e)) => return Err(self.transport.classify_error(e)),
                 Poll::Ready(Ok(0)) => {
                     return Err(Error::io(std::io::Error::new(
@@ -234,11 +247,12 @@ impl Driver {
                     if let Some(heartbeat) = &mut self.heartbeat {
                         heartbeat.last_read = Instant::now();
                     }
-                    progress = true;
                 }
             }
         }
-        Ok(progress)
+        // Stopped without the socket's waker: by a stall or an end that this batch caused (a
+        // stall found on entry already has poll_stalled's waker).
+        Ok(frames > 0)
     }
 
     /// Hands a stalled delivery to its consumer once there is room.
@@ -273,11 +287,15 @@ impl Driver {
     // ===== commands =====
 
     /// Takes commands while the write queue has room.
+    ///
+    /// Returns whether it stopped before the queues returned `Pending` with commands taken:
+    /// the batch is full, or the write queue reached its high-water mark (the driver then goes
+    /// on once the writes drain, or is woken by the socket when they cannot).
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         for _ in 0..COMMAND_BATCH {
             if self.writes.len() >= WRITE_HIGH_WATER {
-                break;
+                return progress;
             }
             let command = match self.control.poll_recv(cx) {
                 Poll::Ready(Some(command)) => {
@@ -298,15 +316,15 @@ impl Driver {
                             self.close_connection(200, "connection dropped".into(), None);
                             progress = true;
                         }
-                        break;
+                        return progress;
                     }
-                    Poll::Pending => break,
+                    Poll::Pending => return false,
                 },
             };
             progress = true;
             self.command(command);
         }
-        progress
+        true
     }
 
     fn command(&mut self, command: Command) {
@@ -555,26 +573,28 @@ impl Driver {
             .map_err(Error::from)
     }
 
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool> {
+    /// Writes what is queued until it is all written or the socket returns `Pending`.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<()> {
         if self.writes.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         let before = self.writes.len();
         let result = self.writes.poll_write(cx, &mut self.transport);
-        let progress = self.writes.len() != before;
-        if progress && let Some(heartbeat) = &mut self.heartbeat {
+        if self.writes.len() != before
+            && let Some(heartbeat) = &mut self.heartbeat
+        {
             heartbeat.last_write = Instant::now();
         }
         match result {
             Poll::Ready(Ok(())) => {
                 // TLS buffers inside the stream; a TCP flush is a no-op.
-                if let Poll::Ready(Err(e)) = Pin::new(&mut self.transport).poll_flush(cx) {
-                    return Err(self.transport.classify_error(e));
+                match Pin::new(&mut self.transport).poll_flush(cx) {
+                    Poll::Ready(Err(e)) => Err(self.transport.classify_error(e)),
+                    Poll::Ready(Ok(())) | Poll::Pending => Ok(()),
                 }
-                Ok(progress)
             }
             Poll::Ready(Err(e)) => Err(self.transport.classify_error(e)),
-            Poll::Pending => Ok(progress),
+            Poll::Pending => Ok(()),
         }
     }
 
