@@ -87,6 +87,9 @@ pub struct Params {
     pub current_thread: bool,
     /// Worker threads of the multi-thread runtime (0: tokio's default, one per core).
     pub worker_threads: usize,
+    /// Run the scenario in `block_on` on the main thread, as `#[tokio::main]` runs `main`,
+    /// instead of in a task spawned on the runtime's workers (the default).
+    pub block_on: bool,
 }
 
 impl Params {
@@ -131,10 +134,15 @@ impl Params {
             broker_pid: None,
             current_thread: false,
             worker_threads: 0,
+            block_on: false,
         };
         while let Some(flag) = args.next() {
             if flag == "--current-thread" {
                 params.current_thread = true;
+                continue;
+            }
+            if flag == "--block-on" {
+                params.block_on = true;
                 continue;
             }
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -223,6 +231,7 @@ pub fn usage() -> &'static str {
   --warmup N          rpc: round trips before measuring [1000]
   --broker-pid PID    the broker process whose CPU is measured [found from port]
   --current-thread    tokio current-thread runtime (default: multi-thread)
+  --block-on          run the scenario in block_on on the main thread (default: in a spawned task)
   --worker-threads N  multi-thread runtime workers [one per core]
   --url URL           broker [$AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2f]
 Prints one JSON line (see warren_bench::Report); exit status 1 if the work was not done."

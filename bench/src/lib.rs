@@ -79,7 +79,7 @@ pub fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<()> {
 pub fn run_async<F, Fut>(client: &str, run: F)
 where
     F: FnOnce(Params) -> Fut,
-    Fut: std::future::Future<Output = Result<Outcome>>,
+    Fut: std::future::Future<Output = Result<Outcome>> + Send + 'static,
 {
     let params = Params::from_env_args();
     let mut builder = if params.current_thread {
@@ -91,7 +91,20 @@ where
         builder.worker_threads(params.worker_threads);
     }
     let runtime = builder.enable_all().build().expect("a tokio runtime");
-    let result = runtime.block_on(run(params.clone()));
+    let scenario = run(params.clone());
+    // By default the scenario runs as a service's consumers and handlers do: in a task on the
+    // runtime's workers, where a task woken by another (a client's connection task handing it
+    // a delivery) runs next on the same thread. `block_on` runs it on the main thread, which is
+    // not a worker, so every hand-over between it and the connection's task wakes a thread.
+    let result = if params.block_on {
+        runtime.block_on(scenario)
+    } else {
+        runtime.block_on(async {
+            tokio::spawn(scenario)
+                .await
+                .unwrap_or_else(|e| Err(format!("the scenario's task failed: {e}").into()))
+        })
+    };
     // Do not wait for tasks a client left behind (heartbeat timers, I/O loops).
     runtime.shutdown_background();
     finish(client, &params, result);

@@ -43,6 +43,8 @@ struct Options {
     timeout: u64,
     build: bool,
     url: String,
+    /// Pass `--block-on` to the runners: the scenario on the main thread, not in a task.
+    block_on: bool,
 }
 
 fn usage() -> &'static str {
@@ -58,6 +60,8 @@ fn usage() -> &'static str {
   --pause S            seconds between runs, for the broker to settle [1]
   --timeout S          longest a run may take before it is killed and counted failed [600]
   --no-build           do not build the runners first
+  --block-on           run each async client's scenario in block_on on the main thread
+                       (as #[tokio::main] runs main) instead of in a spawned task
   --url URL            broker [$AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2f]"
 }
 
@@ -74,11 +78,16 @@ fn parse_options(args: &[String]) -> std::result::Result<Options, String> {
         timeout: 600,
         build: true,
         url: std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned()),
+        block_on: false,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         if flag == "--no-build" {
             o.build = false;
+            continue;
+        }
+        if flag == "--block-on" {
+            o.block_on = true;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -785,7 +794,7 @@ fn locked_version(name: &str) -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
-fn machine(url: &AmqpUrl, broker_pid: Option<u32>) -> String {
+fn machine(url: &AmqpUrl, broker_pid: Option<u32>, block_on: bool) -> String {
     let cpuinfo = read("/proc/cpuinfo");
     let model = cpuinfo
         .lines()
@@ -819,7 +828,7 @@ fn machine(url: &AmqpUrl, broker_pid: Option<u32>) -> String {
         Err(e) => format!("unknown ({e})"),
     };
     format!(
-        "- CPU: {model}, {} cores (`nproc`)\n- memory: {mem_gib}\n- kernel: Linux {}\n- broker: {broker} at {}:{}{}, sharing the cores with the clients\n- clients: warren {} ({}), lapin {} (tokio, no TLS), amqprs {} (no TLS); {}; each runner on a tokio multi-thread runtime with one worker per core (the ceiling: blocking threads)\n",
+        "- CPU: {model}, {} cores (`nproc`)\n- memory: {mem_gib}\n- kernel: Linux {}\n- broker: {broker} at {}:{}{}, sharing the cores with the clients\n- clients: warren {} ({}), lapin {} (tokio, no TLS), amqprs {} (no TLS); {}; each runner on a tokio multi-thread runtime with one worker per core, the scenario {} (the ceiling: blocking threads)\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         read("/proc/sys/kernel/osrelease").trim(),
         url.host,
@@ -833,6 +842,11 @@ fn machine(url: &AmqpUrl, broker_pid: Option<u32>) -> String {
         locked_version("lapin"),
         locked_version("amqprs"),
         command_output("rustc", &["-V"]).unwrap_or_else(|| "rustc ?".to_owned()),
+        if block_on {
+            "in `block_on` on the main thread (`--block-on`)"
+        } else {
+            "in a task spawned on the runtime"
+        },
     )
 }
 
@@ -957,7 +971,7 @@ fn compare(o: &Options, args: &[String]) -> Result<()> {
     let cases = cases(o);
     let started = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let load_before = load_average();
-    let machine = machine(&url, broker_pid);
+    let machine = machine(&url, broker_pid, o.block_on);
     eprintln!(
         "compare: {} scenarios x {} rounds x {} clients; load average {load_before}",
         cases.len(),
@@ -977,6 +991,9 @@ fn compare(o: &Options, args: &[String]) -> Result<()> {
                     child_args.extend(["--broker-pid".to_owned(), pid.to_string()]);
                 }
                 child_args.extend(["--url".to_owned(), o.url.clone()]);
+                if o.block_on {
+                    child_args.push("--block-on".to_owned());
+                }
                 let run = run_child(&bin, &child_args, timeout);
                 match &run.report {
                     Ok(r) => eprintln!(
