@@ -141,34 +141,52 @@ impl Channel {
     /// assert_eq!(confirm.await?, Confirmation::Ack);
     /// # Ok(()) }
     /// ```
-    pub async fn basic_publish(
+    pub fn basic_publish(
         &self,
         exchange: &str,
         routing_key: &str,
         options: BasicPublishOptions,
         body: impl Into<Bytes>,
         properties: BasicProperties,
-    ) -> Result<PublishConfirm> {
-        let method = BasicPublish {
-            exchange: ShortString::try_from(exchange)?,
-            routing_key: ShortString::try_from(routing_key)?,
-            mandatory: options.mandatory,
-            immediate: options.immediate,
-        };
-        self.publish_method(method, body.into(), properties).await
+    ) -> impl Future<Output = Result<PublishConfirm>> + Send + '_ {
+        let method = (|| {
+            Ok(BasicPublish {
+                exchange: ShortString::try_from(exchange)?,
+                routing_key: ShortString::try_from(routing_key)?,
+                mandatory: options.mandatory,
+                immediate: options.immediate,
+            })
+        })();
+        let prepared =
+            method.and_then(|method| self.prepare_publish(method, body.into(), &properties));
+        self.enqueue_publish(prepared)
     }
 
     /// [`Channel::basic_publish`] with the generated `basic.publish` method, for callers that
     /// already hold one.
-    pub async fn publish_method(
+    pub fn publish_method(
         &self,
         method: BasicPublish,
         body: Bytes,
         properties: BasicProperties,
-    ) -> Result<PublishConfirm> {
+    ) -> impl Future<Output = Result<PublishConfirm>> + Send + '_ {
+        self.enqueue_publish(self.prepare_publish(method, body, &properties))
+    }
+
+    // A publish is prepared before its future exists, and the future holds only the command:
+    // the properties (448 bytes) and the method never enter it, so they are not moved each
+    // time the caller's future is, which was a seventh of a publish's instructions.
+
+    /// Encodes a publish into the command for the driver, with the confirmation the caller
+    /// gets back.
+    fn prepare_publish(
+        &self,
+        method: BasicPublish,
+        body: Bytes,
+        properties: &BasicProperties,
+    ) -> Result<PreparedPublish> {
         let shared = self.shared();
-        let frames = self.encode_publish(&method, &properties, body.len())?;
-        drop(properties);
+        let frames = self.encode_publish(&method, properties, body.len())?;
         // Only a publish in confirm mode has an outcome to wait for; the others need no
         // channel back from the driver.
         let confirming = shared.confirm_mode.load(Ordering::Acquire);
@@ -185,26 +203,43 @@ impl Channel {
                 body: body.clone(),
             })
         });
+        Ok(PreparedPublish {
+            publish: Publish {
+                channel: self.id(),
+                frames,
+                body,
+                reply,
+                mandatory,
+                permit: None,
+            },
+            confirm,
+        })
+    }
+
+    /// Hands a prepared publish to the driver, waiting while the channel is paused, the
+    /// in-flight limit is reached or the driver's queue is full, within the deadline.
+    async fn enqueue_publish(&self, prepared: Result<PreparedPublish>) -> Result<PublishConfirm> {
+        let PreparedPublish {
+            mut publish,
+            confirm,
+        } = prepared?;
+        let shared = self.shared();
         // Honour channel.flow: publishes wait while the broker has paused the channel.
         let paused = !*shared.flow.borrow();
         let limit = shared.in_flight.get();
         // The common case waits for nothing, so it needs no timer.
-        let (fast, permit) = match (paused, limit) {
-            (true, _) => (false, None),
-            (false, None) => (true, None),
+        let fast = match (paused, limit) {
+            (true, _) => false,
+            (false, None) => true,
             (false, Some(limit)) => match limit.clone().try_acquire_owned() {
-                Ok(permit) => (true, Some(permit)),
-                Err(_) => (false, None),
+                Ok(permit) => {
+                    publish.permit = Some(permit);
+                    true
+                }
+                Err(_) => false,
             },
         };
-        let mut command = Command::Publish(Publish {
-            channel: self.id(),
-            frames,
-            body,
-            reply,
-            mandatory,
-            permit,
-        });
+        let mut command = Command::Publish(publish);
         if fast {
             match self.try_command(command)? {
                 None => return Ok(confirm),
@@ -212,6 +247,21 @@ impl Channel {
                 Some(back) => command = back,
             }
         }
+        // Boxed: the waits and the timer would make every publish's future several times
+        // larger, and it is moved with the caller's future, fast path or not.
+        Box::pin(self.enqueue_publish_slowly(command, paused, limit)).await?;
+        Ok(confirm)
+    }
+
+    /// The slow path of [`Channel::enqueue_publish`]: waits for the channel to be resumed, for
+    /// an in-flight permit and for room in the driver's queue, within the deadline.
+    async fn enqueue_publish_slowly(
+        &self,
+        mut command: Command,
+        paused: bool,
+        limit: Option<&Arc<tokio::sync::Semaphore>>,
+    ) -> Result<()> {
+        let shared = self.shared();
         let enqueue = async {
             if paused {
                 let mut flow = shared.flow.subscribe();
@@ -236,8 +286,7 @@ impl Channel {
             .map_err(|_| Error::Timeout {
                 operation: "basic.publish",
                 after: self.timeout(),
-            })??;
-        Ok(confirm)
+            })?
     }
 
     /// Encodes the method and content header frames of a publish, checking that they fit in
@@ -411,4 +460,10 @@ impl futures_core::Stream for Returns {
             }
         }
     }
+}
+
+/// A publish encoded and ready for the driver, with the confirmation its caller gets.
+struct PreparedPublish {
+    publish: Publish,
+    confirm: PublishConfirm,
 }
