@@ -339,11 +339,11 @@ impl Driver {
             Command::Send { channel, method } => self.send(channel, method),
             Command::Publish(publish) => self.publish(publish),
             Command::WaitForConfirms { channel, reply } => {
-                match self
-                    .channels
-                    .get_mut(channel)
-                    .and_then(|c| c.ledger.as_mut())
-                {
+                let Some(state) = self.channels.get_mut(channel).filter(|c| c.is_open()) else {
+                    self.reject_for_gone_channel(channel, reply);
+                    return;
+                };
+                match &mut state.ledger {
                     Some(ledger) => ledger.wait(reply),
                     None => {
                         let _ = reply.send(Err(Error::InvalidState(
@@ -402,7 +402,7 @@ impl Driver {
         }
         let open = self.channels.get_mut(channel).is_some_and(|c| c.is_open());
         if !open {
-            let _ = reply.send(Err(self.channel_gone(channel)));
+            self.reject_for_gone_channel(channel, reply);
             return;
         }
         if let Err(e) = self.write_method(channel, &method) {
@@ -451,7 +451,7 @@ impl Driver {
         } = publish;
         let Some(state) = self.channels.get_mut(channel).filter(|c| c.is_open()) else {
             if let Some(reply) = reply {
-                let _ = reply.send(Err(self.channel_gone(channel)));
+                self.reject_for_gone_channel(channel, reply);
             }
             return;
         };
@@ -716,15 +716,19 @@ impl Driver {
         self.stalled = None;
     }
 
-    /// The error for a command addressed to a channel that is not open.
-    fn channel_gone(&mut self, channel: u16) -> Error {
-        self.channels
+    /// Answers a command addressed to a channel that is not open. While the channel is still
+    /// in the table (closing), its close reason is the answer. Once it is gone, the reply is
+    /// dropped unanswered: the handle then reports its own close reason, which the driver
+    /// recorded in the handle's shared state before forgetting the channel (the driver no
+    /// longer knows it, and a made-up "closed by the application" would hide a broker's 404).
+    fn reject_for_gone_channel<T>(&mut self, channel: u16, reply: oneshot::Sender<Result<T>>) {
+        if let Some(reason) = self
+            .channels
             .get_mut(channel)
             .and_then(|c| c.shared.closed_reason())
-            .unwrap_or(Error::ChannelClosed {
-                channel,
-                close: Close::normal(Initiator::Client),
-            })
+        {
+            let _ = reply.send(Err(reason));
+        }
     }
 
     /// Sends `basic.reject` with requeue for a delivery nobody will handle.
