@@ -199,7 +199,7 @@ impl Drop for Consumer {
         let connection = self.channel.connection_inner();
         if !self.cancelled {
             connection.control(Command::ForgetConsumer {
-                channel: self.channel.id(),
+                channel: self.channel.key(),
                 consumer_tag: self.tag.clone(),
             });
         }
@@ -209,7 +209,7 @@ impl Drop for Consumer {
         // Hand back what was delivered but never read, so it is not stuck until the channel closes.
         for raw in self.receiver.close() {
             connection.control(Command::Send {
-                channel: self.channel.id(),
+                channel: self.channel.key(),
                 method: BasicReject {
                     delivery_tag: raw.deliver.delivery_tag,
                     requeue: true,

@@ -205,7 +205,7 @@ impl Channel {
         });
         Ok(PreparedPublish {
             publish: Publish {
-                channel: self.id(),
+                channel: self.key(),
                 frames,
                 body,
                 reply,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::{Semaphore, broadcast, oneshot, watch};
 
-use crate::connection::command::{Command, OnReply, Rpc, RpcReply};
+use crate::connection::command::{ChannelKey, Command, OnReply, Rpc, RpcReply};
 use crate::connection::{Connection, ConnectionInner};
 use crate::error::{Error, Result};
 use crate::message::ReturnedMessage;
@@ -37,6 +37,8 @@ const RETURNS_CAPACITY: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct ChannelShared {
     pub id: u16,
+    /// Which opening of channel number `id` this is (see [`ChannelKey`]).
+    pub epoch: u64,
     open: AtomicBool,
     closed: Mutex<Option<Error>>,
     /// Set by the driver when `confirm.select-ok` arrives.
@@ -66,9 +68,10 @@ enum ReturnsSender {
 }
 
 impl ChannelShared {
-    pub(crate) fn new(id: u16) -> Self {
+    pub(crate) fn new(id: u16, epoch: u64) -> Self {
         Self {
             id,
+            epoch,
             open: AtomicBool::new(true),
             closed: Mutex::new(None),
             confirm_mode: AtomicBool::new(false),
@@ -82,6 +85,14 @@ impl ChannelShared {
 
     pub(crate) fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
+    }
+
+    /// The key commands for this channel carry.
+    pub(crate) fn key(&self) -> ChannelKey {
+        ChannelKey {
+            id: self.id,
+            epoch: self.epoch,
+        }
     }
 
     /// Marks the channel closed for good with `reason` (only the first reason is kept).
@@ -143,7 +154,7 @@ impl Drop for ChannelHandle {
     fn drop(&mut self) {
         if self.shared.is_open() {
             self.connection.inner.control(Command::CloseChannel {
-                channel: self.shared.id,
+                channel: self.shared.key(),
                 reply: None,
             });
         }
@@ -188,6 +199,11 @@ impl Channel {
     /// The channel number.
     pub fn id(&self) -> u16 {
         self.handle.shared.id
+    }
+
+    /// The key of this channel's commands to the driver.
+    pub(crate) fn key(&self) -> ChannelKey {
+        self.handle.shared.key()
     }
 
     /// Whether the channel is open.
@@ -292,7 +308,7 @@ impl Channel {
         }
         let selects_confirms = matches!(method, Method::ConfirmSelect(_));
         self.command(Command::Send {
-            channel: self.id(),
+            channel: self.key(),
             method,
         })
         .await?;
@@ -317,7 +333,7 @@ impl Channel {
         let name = method.name();
         let (reply, receiver) = oneshot::channel();
         let rpc = Rpc {
-            channel: self.id(),
+            channel: self.key(),
             method,
             replies,
             on_reply,
@@ -394,7 +410,7 @@ impl Channel {
         let (reply, receiver) = oneshot::channel();
         let exchange = async {
             self.command(Command::CloseChannel {
-                channel: self.id(),
+                channel: self.key(),
                 reply: Some(reply),
             })
             .await?;

@@ -61,7 +61,7 @@ impl Channel {
         let (reply, receiver) = oneshot::channel();
         let wait = async {
             self.command(Command::WaitForConfirms {
-                channel: self.id(),
+                channel: self.key(),
                 reply,
             })
             .await?;

@@ -14,6 +14,23 @@ use crate::frame::ContentHeader;
 use crate::protocol::Method;
 use crate::wire::{MethodId, ShortString};
 
+/// Which channel a command is for: its number, and which opening of that number.
+///
+/// Numbers are reused once a channel closes, so a command that was queued for a channel the
+/// broker has since closed must not reach a new channel that got the same number (a stale
+/// publish would shift the new channel's confirm numbering by one). The driver numbers every
+/// opening (`epoch`, never reused within a connection) and checks both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChannelKey {
+    pub id: u16,
+    pub epoch: u64,
+}
+
+impl ChannelKey {
+    /// Channel 0, the connection's own.
+    pub(crate) const CONNECTION: Self = Self { id: 0, epoch: 0 };
+}
+
 /// A request from a handle to the driver.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -24,22 +41,22 @@ pub(crate) enum Command {
     /// Send a synchronous method and deliver its reply.
     Rpc(Rpc),
     /// Send an asynchronous method (no reply expected).
-    Send { channel: u16, method: Method },
+    Send { channel: ChannelKey, method: Method },
     /// Publish a message.
     Publish(Publish),
     /// Wait until every publish so far on a confirm-mode channel is settled.
     WaitForConfirms {
-        channel: u16,
+        channel: ChannelKey,
         reply: oneshot::Sender<Result<ConfirmSummary>>,
     },
     /// Close a channel (`reply` is `None` when its last handle was dropped).
     CloseChannel {
-        channel: u16,
+        channel: ChannelKey,
         reply: Option<oneshot::Sender<Result<()>>>,
     },
     /// A consumer's stream was dropped: cancel it on the broker and requeue what still arrives.
     ForgetConsumer {
-        channel: u16,
+        channel: ChannelKey,
         consumer_tag: ShortString,
     },
     /// Close the connection.
@@ -53,7 +70,7 @@ pub(crate) enum Command {
 /// A synchronous method waiting for its reply.
 #[derive(Debug)]
 pub(crate) struct Rpc {
-    pub channel: u16,
+    pub channel: ChannelKey,
     pub method: Method,
     /// The methods that answer it.
     pub replies: &'static [MethodId],
@@ -87,7 +104,7 @@ pub(crate) enum OnReply {
 /// A message to publish, its method and content header already encoded by the publisher.
 #[derive(Debug)]
 pub(crate) struct Publish {
-    pub channel: u16,
+    pub channel: ChannelKey,
     /// The `basic.publish` method frame and the content header frame.
     pub frames: Bytes,
     pub body: Bytes,

@@ -298,7 +298,7 @@ impl Connection {
         let timeout = self.inner.operation_timeout;
         let (reply, receiver) = oneshot::channel();
         let rpc = command::Rpc {
-            channel: 0,
+            channel: command::ChannelKey::CONNECTION,
             method: request.into(),
             replies: ConnectionUpdateSecret::REPLIES,
             on_reply: OnReply::Nothing,

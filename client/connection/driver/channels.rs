@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use crate::channel::ChannelShared;
 use crate::confirms::ConfirmLedger;
-use crate::connection::command::{OnReply, RpcReply};
+use crate::connection::command::{ChannelKey, OnReply, RpcReply};
 use crate::consumer::{ConsumerEvent, ConsumerShared};
 use crate::delivery_queue;
 use crate::error::{Error, Result};
@@ -114,11 +114,12 @@ pub(super) struct ChannelState {
 impl ChannelState {
     pub(super) fn new(
         id: u16,
+        epoch: u64,
         max_body_size: u64,
         reply: oneshot::Sender<Result<Arc<ChannelShared>>>,
     ) -> Self {
         Self {
-            shared: Arc::new(ChannelShared::new(id)),
+            shared: Arc::new(ChannelShared::new(id, epoch)),
             phase: Phase::Opening(Some(reply)),
             rpcs: VecDeque::new(),
             content: ContentAssembler::new(max_body_size),
@@ -165,6 +166,8 @@ impl ChannelState {
 pub(super) struct ChannelTable {
     slots: Vec<Option<Box<ChannelState>>>,
     channel_max: u16,
+    /// The epoch of the next channel opened (see [`ChannelKey`]).
+    next_epoch: u64,
 }
 
 impl ChannelTable {
@@ -172,7 +175,20 @@ impl ChannelTable {
         Self {
             slots: Vec::new(),
             channel_max,
+            next_epoch: 1,
         }
+    }
+
+    /// A new epoch for a channel being opened; never handed out twice.
+    pub(super) fn next_epoch(&mut self) -> u64 {
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        epoch
+    }
+
+    /// The channel a command is for, if that opening of its number is still in the table.
+    pub(super) fn get_key(&mut self, key: ChannelKey) -> Option<&mut ChannelState> {
+        self.get_mut(key.id).filter(|c| c.shared.epoch == key.epoch)
     }
 
     /// The lowest channel number not in use, or `None` if all up to channel_max are.
@@ -202,5 +218,32 @@ impl ChannelTable {
 
     pub(super) fn drain(&mut self) -> impl Iterator<Item = Box<ChannelState>> + '_ {
         self.slots.drain(..).flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(table: &mut ChannelTable, id: u16) -> ChannelKey {
+        let (reply, _receiver) = oneshot::channel();
+        let epoch = table.next_epoch();
+        table.insert(id, ChannelState::new(id, epoch, 1 << 20, reply));
+        ChannelKey { id, epoch }
+    }
+
+    #[test]
+    fn a_reused_channel_number_is_not_the_old_channel() {
+        let mut table = ChannelTable::new(2047);
+        let old = opened(&mut table, 1);
+        assert!(table.get_key(old).is_some());
+        table.remove(1);
+        assert_eq!(table.free_id(), Some(1), "the lowest number is reused");
+        let new = opened(&mut table, 1);
+        assert_eq!(new.id, old.id);
+        assert!(table.get_key(new).is_some());
+        // A command still queued for the old channel finds nothing.
+        assert!(table.get_key(old).is_none());
+        assert!(table.get_mut(1).is_some());
     }
 }

@@ -214,10 +214,11 @@ impl Driver {
                     let reply = reply.take();
                     state.phase = Phase::Open;
                     let shared = state.shared.clone();
+                    let key = shared.key();
                     let delivered = reply.is_some_and(|r| r.send(Ok(shared)).is_ok());
                     if !delivered {
                         // The caller gave up (timeout or dropped future): close it again.
-                        self.close_channel(channel, None);
+                        self.close_channel(key, None);
                     }
                 }
             }

@@ -28,7 +28,7 @@ use tracing::{debug, trace, warn};
 
 use self::channels::{ChannelState, ChannelTable, PendingRpc, Phase};
 use super::ConnectionState;
-use super::command::{Command, OnReply, Publish, Rpc};
+use super::command::{ChannelKey, Command, OnReply, Publish, Rpc};
 use super::handshake::{Opened, Tuning};
 use super::transport::Transport;
 use super::write_queue::WriteQueue;
@@ -339,7 +339,7 @@ impl Driver {
             Command::Send { channel, method } => self.send(channel, method),
             Command::Publish(publish) => self.publish(publish),
             Command::WaitForConfirms { channel, reply } => {
-                let Some(state) = self.channels.get_mut(channel).filter(|c| c.is_open()) else {
+                let Some(state) = self.channels.get_key(channel).filter(|c| c.is_open()) else {
                     self.reject_for_gone_channel(channel, reply);
                     return;
                 };
@@ -375,8 +375,9 @@ impl Driver {
             return;
         }
         trace!(channel = id, "opening channel");
+        let epoch = self.channels.next_epoch();
         self.channels
-            .insert(id, ChannelState::new(id, self.max_body_size, reply));
+            .insert(id, ChannelState::new(id, epoch, self.max_body_size, reply));
     }
 
     fn rpc(&mut self, rpc: Rpc) {
@@ -387,7 +388,7 @@ impl Driver {
             on_reply,
             reply,
         } = rpc;
-        if channel == 0 {
+        if channel == ChannelKey::CONNECTION {
             if let Err(e) = self.write_method(0, &method) {
                 let _ = reply.send(Err(e));
                 return;
@@ -400,11 +401,12 @@ impl Driver {
             });
             return;
         }
-        let open = self.channels.get_mut(channel).is_some_and(|c| c.is_open());
+        let open = self.channels.get_key(channel).is_some_and(|c| c.is_open());
         if !open {
             self.reject_for_gone_channel(channel, reply);
             return;
         }
+        let channel = channel.id;
         if let Err(e) = self.write_method(channel, &method) {
             let _ = reply.send(Err(e));
             return;
@@ -423,11 +425,12 @@ impl Driver {
 
     /// Sends an asynchronous method, or a synchronous one with `no_wait` set (whose success
     /// the driver records at once: no reply will come).
-    fn send(&mut self, channel: u16, method: Method) {
-        let open = self.channels.get_mut(channel).is_some_and(|c| c.is_open());
+    fn send(&mut self, channel: ChannelKey, method: Method) {
+        let open = self.channels.get_key(channel).is_some_and(|c| c.is_open());
         if !open {
             return;
         }
+        let channel = channel.id;
         if let Err(e) = self.write_method(channel, &method) {
             warn!(%e, method = method.name(), "dropping a method that does not fit in a frame");
             return;
@@ -449,12 +452,13 @@ impl Driver {
             mandatory,
             permit,
         } = publish;
-        let Some(state) = self.channels.get_mut(channel).filter(|c| c.is_open()) else {
+        let Some(state) = self.channels.get_key(channel).filter(|c| c.is_open()) else {
             if let Some(reply) = reply {
                 self.reject_for_gone_channel(channel, reply);
             }
             return;
         };
+        let channel = channel.id;
         match &mut state.ledger {
             Some(ledger) => {
                 ledger.push(Unconfirmed {
@@ -474,8 +478,10 @@ impl Driver {
         self.writes.push_body(channel, &body, self.tuning.frame_max);
     }
 
-    fn close_channel(&mut self, channel: u16, reply: Option<oneshot::Sender<Result<()>>>) {
-        let Some(state) = self.channels.get_mut(channel) else {
+    fn close_channel(&mut self, key: ChannelKey, reply: Option<oneshot::Sender<Result<()>>>) {
+        let channel = key.id;
+        let Some(state) = self.channels.get_key(key) else {
+            // Closed already (and its number perhaps given to a new channel).
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(()));
             }
@@ -502,8 +508,9 @@ impl Driver {
         }
     }
 
-    fn forget_consumer(&mut self, channel: u16, tag: crate::wire::ShortString) {
-        let Some(state) = self.channels.get_mut(channel) else {
+    fn forget_consumer(&mut self, key: ChannelKey, tag: crate::wire::ShortString) {
+        let channel = key.id;
+        let Some(state) = self.channels.get_key(key) else {
             return;
         };
         let Some(slot) = state.consumers.remove(&tag) else {
@@ -721,10 +728,14 @@ impl Driver {
     /// dropped unanswered: the handle then reports its own close reason, which the driver
     /// recorded in the handle's shared state before forgetting the channel (the driver no
     /// longer knows it, and a made-up "closed by the application" would hide a broker's 404).
-    fn reject_for_gone_channel<T>(&mut self, channel: u16, reply: oneshot::Sender<Result<T>>) {
+    fn reject_for_gone_channel<T>(
+        &mut self,
+        channel: ChannelKey,
+        reply: oneshot::Sender<Result<T>>,
+    ) {
         if let Some(reason) = self
             .channels
-            .get_mut(channel)
+            .get_key(channel)
             .and_then(|c| c.shared.closed_reason())
         {
             let _ = reply.send(Err(reason));
