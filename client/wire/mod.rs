@@ -5,6 +5,7 @@
 //! generated [`protocol`](crate::protocol) code uses, so everything here is the contract between
 //! hand-written and generated code (see `ARCHITECTURE.md`).
 
+mod check;
 mod error;
 mod reader;
 mod strings;

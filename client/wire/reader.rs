@@ -3,7 +3,10 @@
 use bytes::{Buf, Bytes};
 
 use super::table::{Decimal, FieldArray, FieldTable, FieldValue, Timestamp};
-use super::{DecodeError, LongString, MAX_NESTING, ShortString, WireType};
+use super::{DecodeError, LongString, ShortString, WireType, check};
+
+#[cfg(doc)]
+use super::MAX_NESTING;
 
 /// Reads AMQP values from the front of a payload.
 ///
@@ -24,23 +27,17 @@ use super::{DecodeError, LongString, MAX_NESTING, ShortString, WireType};
 #[derive(Debug, Clone)]
 pub struct Reader {
     buf: Bytes,
-    /// Bytes at the end of `buf` that lie outside the table or array being read: reads stop
-    /// short of them, so a value never runs past the structure that holds it.
-    floor: usize,
 }
 
 impl Reader {
     /// A reader over `payload`.
     pub fn new(payload: Bytes) -> Self {
-        Self {
-            buf: payload,
-            floor: 0,
-        }
+        Self { buf: payload }
     }
 
     /// Number of bytes not yet read.
     pub fn remaining(&self) -> usize {
-        self.buf.len() - self.floor
+        self.buf.len()
     }
 
     /// Whether every byte has been read.
@@ -49,8 +46,7 @@ impl Reader {
     }
 
     /// The bytes not yet read, consuming the reader.
-    pub fn into_rest(mut self) -> Bytes {
-        self.buf.truncate(self.buf.len() - self.floor);
+    pub fn into_rest(self) -> Bytes {
         self.buf
     }
 
@@ -139,10 +135,15 @@ impl Reader {
 
     /// Reads a field `table`.
     ///
-    /// Tables and arrays may nest [`MAX_NESTING`] levels deep, counting this table as the first;
-    /// deeper input is [`DecodeError::NestingTooDeep`].
+    /// The whole table is checked here: tables and arrays may nest [`MAX_NESTING`] levels deep,
+    /// counting this table as the first (deeper input is [`DecodeError::NestingTooDeep`]), and
+    /// every length, tag and key must be valid. Its entries are built when first looked at (see
+    /// [`FieldTable`]), which then cannot fail.
     pub fn table(&mut self) -> Result<FieldTable, DecodeError> {
-        self.table_at(1)
+        let len = self.long()? as usize;
+        self.need(len)?;
+        check::table(&self.buf[..len], 1)?;
+        Ok(self.checked_table(len))
     }
 
     /// Skips a reserved field of the given type, checking only that its bytes are present.
@@ -158,43 +159,40 @@ impl Reader {
         self.bytes(len).map(drop)
     }
 
-    fn table_at(&mut self, depth: usize) -> Result<FieldTable, DecodeError> {
-        let outer = self.enter(depth)?;
-        let mut table = FieldTable::new();
+    /// Takes the next `len` bytes, which [`check::table`] accepted, as a table.
+    fn checked_table(&mut self, len: usize) -> FieldTable {
+        if len == 0 {
+            return FieldTable::new();
+        }
+        FieldTable::from_checked_wire(self.buf.split_to(len))
+    }
+
+    /// Decodes the entries of a table that [`check::table`] accepted: the whole of this reader.
+    /// Nested tables stay in their wire form.
+    pub(crate) fn checked_table_entries(mut self) -> Result<Vec<(ShortString, FieldValue)>, DecodeError> {
+        let mut entries = Vec::new();
         while !self.is_empty() {
             let key = self.short_string()?;
-            let value = self.value_at(depth)?;
-            table.push_decoded(key, value);
+            let value = self.checked_value()?;
+            entries.push((key, value));
         }
-        self.floor = outer;
-        Ok(table)
+        Ok(entries)
     }
 
-    fn array_at(&mut self, depth: usize) -> Result<FieldArray, DecodeError> {
-        let outer = self.enter(depth)?;
-        let mut values = Vec::new();
-        while !self.is_empty() {
-            values.push(self.value_at(depth)?);
-        }
-        self.floor = outer;
-        Ok(FieldArray(values))
-    }
-
-    /// Reads the length of a table or array at `depth` and confines reads to it; returns the
-    /// enclosing floor, to restore once the structure is read.
-    fn enter(&mut self, depth: usize) -> Result<usize, DecodeError> {
-        if depth > MAX_NESTING {
-            return Err(DecodeError::NestingTooDeep { limit: MAX_NESTING });
-        }
+    /// Decodes a checked array.
+    fn checked_array(&mut self) -> Result<FieldArray, DecodeError> {
         let len = self.long()? as usize;
-        self.need(len)?;
-        let outer = self.floor;
-        self.floor = self.buf.len() - len;
-        Ok(outer)
+        let mut values = Reader::new(self.bytes(len)?);
+        let mut array = Vec::new();
+        while !values.is_empty() {
+            array.push(values.checked_value()?);
+        }
+        Ok(FieldArray(array))
     }
 
-    /// Reads a tagged value that sits inside a table or array at `depth`.
-    fn value_at(&mut self, depth: usize) -> Result<FieldValue, DecodeError> {
+    /// Decodes a tagged value inside a checked table or array. The checks stay (they cost
+    /// little), so a value the check let through by mistake is an error, never a panic.
+    fn checked_value(&mut self) -> Result<FieldValue, DecodeError> {
         let tag = self.octet()?;
         Ok(match tag {
             b't' => FieldValue::Bool(self.octet()? != 0),
@@ -212,9 +210,13 @@ impl Reader {
                 value: self.long()? as i32,
             }),
             b'S' => FieldValue::LongString(self.long_string()?),
-            b'A' => FieldValue::Array(self.array_at(depth + 1)?),
+            b'A' => FieldValue::Array(self.checked_array()?),
             b'T' => FieldValue::Timestamp(self.timestamp()?),
-            b'F' => FieldValue::Table(self.table_at(depth + 1)?),
+            b'F' => {
+                let len = self.long()? as usize;
+                self.need(len)?;
+                FieldValue::Table(self.checked_table(len))
+            }
             b'V' => FieldValue::Void,
             b'x' => FieldValue::ByteArray(self.long_string()?.into_bytes()),
             other => return Err(DecodeError::UnknownFieldTag(other)),

@@ -22,9 +22,11 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 
-use super::{LongString, ShortString};
+use super::{LongString, Reader, ShortString};
 
 /// Seconds since the Unix epoch, as AMQP's `timestamp` domain and the `T` field tag carry them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -218,11 +220,20 @@ impl From<Vec<FieldValue>> for FieldValue {
     }
 }
 
+/// One entry of a [`FieldTable`].
+type Entry = (ShortString, FieldValue);
+
 /// An AMQP field table: named values, in the order they were inserted or received.
 ///
 /// Tables carry queue and exchange arguments (`x-queue-type`, `x-message-ttl`, …), message headers
 /// and the peer properties exchanged at connection start. Lookups are linear, which is the fastest
 /// choice for the handful of entries tables hold in practice.
+///
+/// A table read from the wire is checked completely when it is read (lengths, tags, nesting,
+/// UTF-8 keys: every error decoding could meet), but its entries are built only when first
+/// looked at. A consumer that never reads a message's headers pays no allocation for them, and a
+/// table passed on unchanged (a delivery's headers republished) is written back as the bytes
+/// that came in. Changing a table drops its wire bytes.
 ///
 /// ```
 /// use warren::wire::{FieldTable, FieldValue};
@@ -232,13 +243,61 @@ impl From<Vec<FieldValue>> for FieldValue {
 ///     .with("x-max-length", 10_000i64);
 /// assert_eq!(args.get("x-max-length"), Some(&FieldValue::I64(10_000)));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldTable(Vec<(ShortString, FieldValue)>);
+#[derive(Clone, Default)]
+pub struct FieldTable {
+    /// The entries, in order. Unset means "decode them from `wire`" (or, with no `wire`, none).
+    entries: OnceLock<Vec<Entry>>,
+    /// For a table read from the peer and not changed since: its entries' bytes (without the
+    /// length prefix), already checked by [`check_table`], so decoding them cannot fail.
+    wire: Option<Bytes>,
+}
 
 impl FieldTable {
     /// An empty table.
     pub const fn new() -> Self {
-        Self(Vec::new())
+        Self {
+            entries: OnceLock::new(),
+            wire: None,
+        }
+    }
+
+    /// A table over entry bytes that [`check_table`] accepted.
+    pub(crate) fn from_checked_wire(wire: Bytes) -> Self {
+        Self {
+            entries: OnceLock::new(),
+            wire: Some(wire),
+        }
+    }
+
+    /// The entries' wire bytes, if the table came from the peer and was not changed since.
+    pub(crate) fn wire(&self) -> Option<&Bytes> {
+        self.wire.as_ref()
+    }
+
+    /// The entries, decoded from the wire bytes on first use.
+    fn entries(&self) -> &[Entry] {
+        self.entries.get_or_init(|| self.decode_wire())
+    }
+
+    /// Decodes the checked wire bytes; an empty list when there are none.
+    fn decode_wire(&self) -> Vec<Entry> {
+        let Some(wire) = &self.wire else {
+            return Vec::new();
+        };
+        let decoded = Reader::new(wire.clone()).checked_table_entries();
+        debug_assert!(decoded.is_ok(), "checked table bytes failed to decode");
+        decoded.unwrap_or_default()
+    }
+
+    /// Runs `change` on the decoded entries; the wire bytes no longer describe the table.
+    fn change<R>(&mut self, change: impl FnOnce(&mut Vec<Entry>) -> R) -> R {
+        let mut entries = std::mem::take(&mut self.entries)
+            .into_inner()
+            .unwrap_or_else(|| self.decode_wire());
+        self.wire = None;
+        let result = change(&mut entries);
+        self.entries = OnceLock::from(entries);
+        result
     }
 
     /// Adds an entry under a literal key, replacing any entry with that key, and returns the table.
@@ -255,24 +314,29 @@ impl FieldTable {
     /// Adds an entry, replacing and returning the value of any entry with that key.
     pub fn insert(&mut self, key: ShortString, value: impl Into<FieldValue>) -> Option<FieldValue> {
         let value = value.into();
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
+        self.change(|entries| match entries.iter_mut().find(|(k, _)| *k == key) {
             Some((_, slot)) => Some(std::mem::replace(slot, value)),
             None => {
-                self.0.push((key, value));
+                entries.push((key, value));
                 None
             }
-        }
+        })
     }
 
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Option<&FieldValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.entries()
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     /// Removes and returns the value under `key`.
     pub fn remove(&mut self, key: &str) -> Option<FieldValue> {
-        let index = self.0.iter().position(|(k, _)| k == key)?;
-        Some(self.0.remove(index).1)
+        self.change(|entries| {
+            let index = entries.iter().position(|(k, _)| k == key)?;
+            Some(entries.remove(index).1)
+        })
     }
 
     /// Whether the table has an entry under `key`.
@@ -282,22 +346,35 @@ impl FieldTable {
 
     /// The entries, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&ShortString, &FieldValue)> {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.into_iter()
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries().len()
     }
 
     /// Whether the table has no entries.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        match &self.wire {
+            Some(wire) => wire.is_empty(),
+            None => self.entries.get().is_none_or(Vec::is_empty),
+        }
     }
+}
 
-    /// Appends an entry read from the wire, keeping duplicates exactly as the peer sent them.
-    pub(crate) fn push_decoded(&mut self, key: ShortString, value: FieldValue) {
-        self.0.push((key, value));
+impl PartialEq for FieldTable {
+    /// Tables are equal when their entries are, in order (bytes received are decoded to compare).
+    fn eq(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for FieldTable {}
+
+impl fmt::Debug for FieldTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("FieldTable").field(&self.entries()).finish()
     }
 }
 
@@ -316,8 +393,8 @@ impl IntoIterator for FieldTable {
     type Item = (ShortString, FieldValue);
     type IntoIter = std::vec::IntoIter<(ShortString, FieldValue)>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+    fn into_iter(mut self) -> Self::IntoIter {
+        self.change(std::mem::take).into_iter()
     }
 }
 
@@ -329,7 +406,7 @@ impl<'a> IntoIterator for &'a FieldTable {
     >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.entries().iter().map(|(k, v)| (k, v))
     }
 }
 

@@ -12,8 +12,30 @@ fn encode_table(table: &FieldTable) -> BytesMut {
     buf
 }
 
+/// Reads a table and builds every entry at every level, failing the test if bytes the check
+/// accepted do not decode: the promise that lets [`FieldTable`] build its entries lazily.
 fn decode_table(bytes: &[u8]) -> Result<FieldTable, DecodeError> {
-    Reader::new(Bytes::copy_from_slice(bytes)).table()
+    let table = Reader::new(Bytes::copy_from_slice(bytes)).table()?;
+    assert_decodes_fully(&table);
+    Ok(table)
+}
+
+fn assert_decodes_fully(table: &FieldTable) {
+    if let Some(wire) = table.wire() {
+        let entries = Reader::new(wire.clone()).checked_table_entries();
+        assert!(entries.is_ok(), "checked bytes failed to decode: {entries:?}");
+    }
+    for (_, value) in table {
+        assert_value_decodes_fully(value);
+    }
+}
+
+fn assert_value_decodes_fully(value: &FieldValue) {
+    match value {
+        FieldValue::Table(table) => assert_decodes_fully(table),
+        FieldValue::Array(array) => array.0.iter().for_each(assert_value_decodes_fully),
+        _ => {}
+    }
 }
 
 /// One entry per tag RabbitMQ uses, with the bytes each must encode to.
@@ -142,6 +164,43 @@ fn unknown_tags_are_typed_errors() {
         decode_table(&[0, 0, 0, 3, 1, b'a', b'U']),
         Err(DecodeError::UnknownFieldTag(b'U'))
     );
+}
+
+#[test]
+fn a_received_table_is_written_back_as_it_came_until_changed() {
+    // Bytes no encoder of ours would write: a duplicate key and a boolean sent as 2.
+    let entries: &[u8] = &[1, b'a', b't', 2, 1, b'a', b'I', 0, 0, 0, 7];
+    let mut wire = (entries.len() as u32).to_be_bytes().to_vec();
+    wire.extend_from_slice(entries);
+    let mut table = decode_table(&wire).unwrap();
+
+    assert_eq!(table.len(), 2);
+    assert_eq!(table.get("a"), Some(&FieldValue::Bool(true)));
+    assert_eq!(&encode_table(&table)[..], &wire[..]);
+
+    table.insert(ShortString::from_static("b"), 1u8);
+    assert_eq!(table.wire(), None);
+    let rewritten = decode_table(&encode_table(&table)).unwrap();
+    let entries: Vec<_> = rewritten.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    assert_eq!(
+        entries,
+        [
+            ("a", FieldValue::Bool(true)),
+            ("a", FieldValue::I32(7)),
+            ("b", FieldValue::U8(1)),
+        ]
+    );
+}
+
+#[test]
+fn nested_tables_are_built_level_by_level() {
+    let table = decode_table(&encode_table(
+        &FieldTable::new().with("outer", FieldTable::new().with("inner", 5i64)),
+    ))
+    .unwrap();
+    let inner = table.get("outer").and_then(FieldValue::as_table).unwrap();
+    assert!(inner.wire().is_some(), "the nested table waits until looked at");
+    assert_eq!(inner.get("inner"), Some(&FieldValue::I64(5)));
 }
 
 #[test]

@@ -108,8 +108,14 @@ impl<'a> Writer<'a> {
         self.long_bytes(value.as_bytes());
     }
 
-    /// Writes a field `table`.
+    /// Writes a field `table`. A table received from the peer and not changed since is written
+    /// back as the bytes that came in.
     pub fn table(&mut self, table: &FieldTable) {
+        if let Some(wire) = table.wire() {
+            // A table that arrived in a frame is shorter than u32::MAX bytes.
+            self.long_bytes(wire);
+            return;
+        }
         let start = self.begin_sized();
         for (key, value) in table {
             self.short_string(key);
