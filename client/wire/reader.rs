@@ -68,32 +68,41 @@ impl Reader {
         Ok(self.buf.split_to(len))
     }
 
+    /// Takes the next `N` bytes by value.
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let Some(&bytes) = self.buf.first_chunk::<N>() else {
+            return Err(DecodeError::Truncated {
+                needed: N,
+                remaining: self.remaining(),
+            });
+        };
+        self.buf.advance(N);
+        Ok(bytes)
+    }
+
     /// Reads an `octet`.
     #[inline]
     pub fn octet(&mut self) -> Result<u8, DecodeError> {
-        self.need(1)?;
-        Ok(self.buf.get_u8())
+        self.array().map(u8::from_be_bytes)
     }
 
     /// Reads a `short` (16 bits, big-endian).
     #[inline]
     pub fn short(&mut self) -> Result<u16, DecodeError> {
-        self.need(2)?;
-        Ok(self.buf.get_u16())
+        self.array().map(u16::from_be_bytes)
     }
 
     /// Reads a `long` (32 bits, big-endian).
     #[inline]
     pub fn long(&mut self) -> Result<u32, DecodeError> {
-        self.need(4)?;
-        Ok(self.buf.get_u32())
+        self.array().map(u32::from_be_bytes)
     }
 
     /// Reads a `longlong` (64 bits, big-endian).
     #[inline]
     pub fn longlong(&mut self) -> Result<u64, DecodeError> {
-        self.need(8)?;
-        Ok(self.buf.get_u64())
+        self.array().map(u64::from_be_bytes)
     }
 
     /// Reads a `timestamp` (64-bit seconds since the epoch).
@@ -118,11 +127,22 @@ impl Reader {
     /// Reads a `shortstr`: a length octet and that many bytes of UTF-8.
     #[inline]
     pub fn short_string(&mut self) -> Result<ShortString, DecodeError> {
-        let len = usize::from(self.octet()?);
-        self.need(len)?;
-        let available = self.remaining();
-        let string = ShortString::from_wire(&self.buf[..available], len, || self.buf.slice(..len))?;
-        self.buf.advance(len);
+        // Read from the slice and advance once: this is the hottest read of all.
+        let Some((&len, text)) = self.buf.split_first() else {
+            return Err(DecodeError::Truncated {
+                needed: 1,
+                remaining: 0,
+            });
+        };
+        let len = usize::from(len);
+        if text.len() < len {
+            return Err(DecodeError::Truncated {
+                needed: len,
+                remaining: text.len(),
+            });
+        }
+        let string = ShortString::from_wire(text, len, || self.buf.slice(1..=len))?;
+        self.buf.advance(1 + len);
         Ok(string)
     }
 
@@ -156,7 +176,9 @@ impl Reader {
             WireType::ShortStr => usize::from(self.octet()?),
             WireType::LongStr | WireType::Table => self.long()? as usize,
         };
-        self.bytes(len).map(drop)
+        self.need(len)?;
+        self.buf.advance(len);
+        Ok(())
     }
 
     /// Takes the next `len` bytes, which [`check::table`] accepted, as a table.
