@@ -66,7 +66,7 @@ fn connection_start_ok_bytes() {
         decode_all(&buf, 4096),
         [Frame::Method {
             channel: 0,
-            method: Method::ConnectionStartOk(start_ok)
+            method: Method::ConnectionStartOk(Box::new(start_ok))
         }]
     );
 }

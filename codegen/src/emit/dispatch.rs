@@ -99,6 +99,16 @@ fn class_enum(spec: &Spec) -> TokenStream {
     }
 }
 
+/// Whether `Method` holds the method's struct in a `Box`: methods with a field table argument
+/// (declares, binds, consume, connection start) are the largest by far, and all of them are
+/// setup methods, so boxing them keeps every `Method` (and every frame) the size of the
+/// largest hot-path method, `basic.deliver`, for one allocation per rare method.
+pub(crate) fn boxed_in_method(m: &Method) -> bool {
+    m.fields
+        .iter()
+        .any(|f| !f.reserved && f.ty == crate::model::Type::Table)
+}
+
 /// `matches!(self, Method::A(_) | Method::B(_))`, or `false` when no method qualifies.
 fn matches_any<'a>(methods: impl Iterator<Item = &'a Method>) -> TokenStream {
     let idents: Vec<_> = methods.map(method_ident).collect();
@@ -120,18 +130,29 @@ fn method_enum(spec: &Spec) -> TokenStream {
     let mut no_wait_arms = Vec::new();
     for m in &methods {
         let ident = method_ident(m);
+        let boxed = boxed_in_method(m);
         let docs = Docs::new()
             .summary(&m.doc)
             .sentence(format!(
-                "Wraps [`{ident}`] (`{}`, wire id {}.{}).",
+                "Wraps [`{ident}`] (`{}`, wire id {}.{}){}.",
                 m.full_name(),
                 m.class_id,
-                m.id
+                m.id,
+                if boxed {
+                    ", boxed: its field table makes it large"
+                } else {
+                    ""
+                }
             ))
             .tokens();
+        let payload = if boxed {
+            quote!(Box<#ident>)
+        } else {
+            quote!(#ident)
+        };
         variants.push(quote! {
             #docs
-            #ident(#ident),
+            #ident(#payload),
         });
         let (c, id) = (
             Literal::u16_unsuffixed(m.class_id),
@@ -145,9 +166,14 @@ fn method_enum(spec: &Spec) -> TokenStream {
             let field = names::field_ident(&field.name);
             no_wait_arms.push(quote!(Method::#ident(m) => m.#field,));
         }
-        encode_arms.push(quote!(Method::#ident(m) => wire::AmqpMethod::encode(m, out),));
+        let (wrap, inner) = if boxed {
+            (quote!(|m| Method::#ident(Box::new(m))), quote!(&**m))
+        } else {
+            (quote!(Method::#ident), quote!(m))
+        };
+        encode_arms.push(quote!(Method::#ident(m) => wire::AmqpMethod::encode(#inner, out),));
         decode_arms.push(quote! {
-            (#c, #id) => <#ident as wire::AmqpMethod>::decode(input).map(Method::#ident),
+            (#c, #id) => <#ident as wire::AmqpMethod>::decode(input).map(#wrap),
         });
     }
 
@@ -289,11 +315,16 @@ fn conversions(spec: &Spec) -> TokenStream {
     let allow = single.then(|| quote!(#[allow(unreachable_patterns)]));
     let impls = spec.methods().map(|m| {
         let ident = method_ident(m);
+        let (wrap, unwrap) = if boxed_in_method(m) {
+            (quote!(Box::new(method)), quote!(*method))
+        } else {
+            (quote!(method), quote!(method))
+        };
         quote! {
             impl From<#ident> for Method {
                 #[inline]
                 fn from(method: #ident) -> Self {
-                    Method::#ident(method)
+                    Method::#ident(#wrap)
                 }
             }
 
@@ -304,7 +335,7 @@ fn conversions(spec: &Spec) -> TokenStream {
                 #allow
                 fn try_from(method: Method) -> Result<Self, Method> {
                     match method {
-                        Method::#ident(method) => Ok(method),
+                        Method::#ident(method) => Ok(#unwrap),
                         other => Err(other),
                     }
                 }

@@ -338,13 +338,15 @@ pub enum Method {
     /// First method of a connection: the server states its version, identity, authentication
     /// mechanisms and locales, and waits for start-ok.
     ///
-    /// Wraps [`ConnectionStart`] (`connection.start`, wire id 10.10).
-    ConnectionStart(ConnectionStart),
+    /// Wraps [`ConnectionStart`] (`connection.start`, wire id 10.10), boxed: its field table
+    /// makes it large.
+    ConnectionStart(Box<ConnectionStart>),
     /// The client's answer to start: who it is, which mechanism it picked with its first
     /// credentials, and which locale it wants.
     ///
-    /// Wraps [`ConnectionStartOk`] (`connection.start-ok`, wire id 10.11).
-    ConnectionStartOk(ConnectionStartOk),
+    /// Wraps [`ConnectionStartOk`] (`connection.start-ok`, wire id 10.11), boxed: its field
+    /// table makes it large.
+    ConnectionStartOk(Box<ConnectionStartOk>),
     /// A further SASL challenge from the server; RabbitMQ's built-in PLAIN, AMQPLAIN and
     /// EXTERNAL mechanisms finish without one.
     ///
@@ -432,8 +434,9 @@ pub enum Method {
     /// Makes sure an exchange exists: creates it when missing, otherwise verifies that its type
     /// and settings agree.
     ///
-    /// Wraps [`ExchangeDeclare`] (`exchange.declare`, wire id 40.10).
-    ExchangeDeclare(ExchangeDeclare),
+    /// Wraps [`ExchangeDeclare`] (`exchange.declare`, wire id 40.10), boxed: its field table
+    /// makes it large.
+    ExchangeDeclare(Box<ExchangeDeclare>),
     /// The server confirms that the exchange exists as declared.
     ///
     /// Wraps [`ExchangeDeclareOk`] (`exchange.declare-ok`, wire id 40.11).
@@ -449,16 +452,18 @@ pub enum Method {
     /// RabbitMQ extension: binds one exchange to another, so that messages routed by the source
     /// also reach the destination.
     ///
-    /// Wraps [`ExchangeBind`] (`exchange.bind`, wire id 40.30).
-    ExchangeBind(ExchangeBind),
+    /// Wraps [`ExchangeBind`] (`exchange.bind`, wire id 40.30), boxed: its field table makes it
+    /// large.
+    ExchangeBind(Box<ExchangeBind>),
     /// RabbitMQ extension: the server confirms the exchange-to-exchange binding.
     ///
     /// Wraps [`ExchangeBindOk`] (`exchange.bind-ok`, wire id 40.31).
     ExchangeBindOk(ExchangeBindOk),
     /// RabbitMQ extension: removes an exchange-to-exchange binding made by exchange.bind.
     ///
-    /// Wraps [`ExchangeUnbind`] (`exchange.unbind`, wire id 40.40).
-    ExchangeUnbind(ExchangeUnbind),
+    /// Wraps [`ExchangeUnbind`] (`exchange.unbind`, wire id 40.40), boxed: its field table
+    /// makes it large.
+    ExchangeUnbind(Box<ExchangeUnbind>),
     /// RabbitMQ extension: the server confirms that the binding is gone; note its method id is
     /// 51, not 41.
     ///
@@ -467,8 +472,9 @@ pub enum Method {
     /// Makes sure a queue exists: creates it when missing, otherwise verifies that its settings
     /// agree.
     ///
-    /// Wraps [`QueueDeclare`] (`queue.declare`, wire id 50.10).
-    QueueDeclare(QueueDeclare),
+    /// Wraps [`QueueDeclare`] (`queue.declare`, wire id 50.10), boxed: its field table makes it
+    /// large.
+    QueueDeclare(Box<QueueDeclare>),
     /// The server confirms the queue and reports its name and current size.
     ///
     /// Wraps [`QueueDeclareOk`] (`queue.declare-ok`, wire id 50.11).
@@ -476,8 +482,9 @@ pub enum Method {
     /// Connects a queue to an exchange, so that messages the exchange routes with a matching
     /// key reach the queue.
     ///
-    /// Wraps [`QueueBind`] (`queue.bind`, wire id 50.20).
-    QueueBind(QueueBind),
+    /// Wraps [`QueueBind`] (`queue.bind`, wire id 50.20), boxed: its field table makes it
+    /// large.
+    QueueBind(Box<QueueBind>),
     /// The server confirms the binding.
     ///
     /// Wraps [`QueueBindOk`] (`queue.bind-ok`, wire id 50.21).
@@ -485,8 +492,9 @@ pub enum Method {
     /// Removes a binding between a queue and an exchange; unlike the other queue methods it has
     /// no no-wait flag.
     ///
-    /// Wraps [`QueueUnbind`] (`queue.unbind`, wire id 50.50).
-    QueueUnbind(QueueUnbind),
+    /// Wraps [`QueueUnbind`] (`queue.unbind`, wire id 50.50), boxed: its field table makes it
+    /// large.
+    QueueUnbind(Box<QueueUnbind>),
     /// The server confirms that the binding is gone.
     ///
     /// Wraps [`QueueUnbindOk`] (`queue.unbind-ok`, wire id 50.51).
@@ -521,8 +529,9 @@ pub enum Method {
     /// Starts a consumer, so that the server pushes messages from a queue with basic.deliver
     /// until the consumer is cancelled.
     ///
-    /// Wraps [`BasicConsume`] (`basic.consume`, wire id 60.20).
-    BasicConsume(BasicConsume),
+    /// Wraps [`BasicConsume`] (`basic.consume`, wire id 60.20), boxed: its field table makes it
+    /// large.
+    BasicConsume(Box<BasicConsume>),
     /// The server confirms that the consumer has started.
     ///
     /// Wraps [`BasicConsumeOk`] (`basic.consume-ok`, wire id 60.21).
@@ -1042,8 +1051,8 @@ impl Method {
     /// Appends the method's arguments (not its ids) to `out`.
     pub fn encode(&self, out: &mut wire::Writer<'_>) {
         match self {
-            Method::ConnectionStart(m) => wire::AmqpMethod::encode(m, out),
-            Method::ConnectionStartOk(m) => wire::AmqpMethod::encode(m, out),
+            Method::ConnectionStart(m) => wire::AmqpMethod::encode(&**m, out),
+            Method::ConnectionStartOk(m) => wire::AmqpMethod::encode(&**m, out),
             Method::ConnectionSecure(m) => wire::AmqpMethod::encode(m, out),
             Method::ConnectionSecureOk(m) => wire::AmqpMethod::encode(m, out),
             Method::ConnectionTune(m) => wire::AmqpMethod::encode(m, out),
@@ -1062,19 +1071,19 @@ impl Method {
             Method::ChannelFlowOk(m) => wire::AmqpMethod::encode(m, out),
             Method::ChannelClose(m) => wire::AmqpMethod::encode(m, out),
             Method::ChannelCloseOk(m) => wire::AmqpMethod::encode(m, out),
-            Method::ExchangeDeclare(m) => wire::AmqpMethod::encode(m, out),
+            Method::ExchangeDeclare(m) => wire::AmqpMethod::encode(&**m, out),
             Method::ExchangeDeclareOk(m) => wire::AmqpMethod::encode(m, out),
             Method::ExchangeDelete(m) => wire::AmqpMethod::encode(m, out),
             Method::ExchangeDeleteOk(m) => wire::AmqpMethod::encode(m, out),
-            Method::ExchangeBind(m) => wire::AmqpMethod::encode(m, out),
+            Method::ExchangeBind(m) => wire::AmqpMethod::encode(&**m, out),
             Method::ExchangeBindOk(m) => wire::AmqpMethod::encode(m, out),
-            Method::ExchangeUnbind(m) => wire::AmqpMethod::encode(m, out),
+            Method::ExchangeUnbind(m) => wire::AmqpMethod::encode(&**m, out),
             Method::ExchangeUnbindOk(m) => wire::AmqpMethod::encode(m, out),
-            Method::QueueDeclare(m) => wire::AmqpMethod::encode(m, out),
+            Method::QueueDeclare(m) => wire::AmqpMethod::encode(&**m, out),
             Method::QueueDeclareOk(m) => wire::AmqpMethod::encode(m, out),
-            Method::QueueBind(m) => wire::AmqpMethod::encode(m, out),
+            Method::QueueBind(m) => wire::AmqpMethod::encode(&**m, out),
             Method::QueueBindOk(m) => wire::AmqpMethod::encode(m, out),
-            Method::QueueUnbind(m) => wire::AmqpMethod::encode(m, out),
+            Method::QueueUnbind(m) => wire::AmqpMethod::encode(&**m, out),
             Method::QueueUnbindOk(m) => wire::AmqpMethod::encode(m, out),
             Method::QueuePurge(m) => wire::AmqpMethod::encode(m, out),
             Method::QueuePurgeOk(m) => wire::AmqpMethod::encode(m, out),
@@ -1082,7 +1091,7 @@ impl Method {
             Method::QueueDeleteOk(m) => wire::AmqpMethod::encode(m, out),
             Method::BasicQos(m) => wire::AmqpMethod::encode(m, out),
             Method::BasicQosOk(m) => wire::AmqpMethod::encode(m, out),
-            Method::BasicConsume(m) => wire::AmqpMethod::encode(m, out),
+            Method::BasicConsume(m) => wire::AmqpMethod::encode(&**m, out),
             Method::BasicConsumeOk(m) => wire::AmqpMethod::encode(m, out),
             Method::BasicCancel(m) => wire::AmqpMethod::encode(m, out),
             Method::BasicCancelOk(m) => wire::AmqpMethod::encode(m, out),
@@ -1124,11 +1133,11 @@ impl Method {
         match (id.class, id.method) {
             (10, 10) => {
                 <ConnectionStart as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionStart)
+                    .map(|m| Method::ConnectionStart(Box::new(m)))
             }
             (10, 11) => {
                 <ConnectionStartOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionStartOk)
+                    .map(|m| Method::ConnectionStartOk(Box::new(m)))
             }
             (10, 20) => {
                 <ConnectionSecure as wire::AmqpMethod>::decode(input)
@@ -1202,7 +1211,7 @@ impl Method {
             }
             (40, 10) => {
                 <ExchangeDeclare as wire::AmqpMethod>::decode(input)
-                    .map(Method::ExchangeDeclare)
+                    .map(|m| Method::ExchangeDeclare(Box::new(m)))
             }
             (40, 11) => {
                 <ExchangeDeclareOk as wire::AmqpMethod>::decode(input)
@@ -1218,7 +1227,7 @@ impl Method {
             }
             (40, 30) => {
                 <ExchangeBind as wire::AmqpMethod>::decode(input)
-                    .map(Method::ExchangeBind)
+                    .map(|m| Method::ExchangeBind(Box::new(m)))
             }
             (40, 31) => {
                 <ExchangeBindOk as wire::AmqpMethod>::decode(input)
@@ -1226,7 +1235,7 @@ impl Method {
             }
             (40, 40) => {
                 <ExchangeUnbind as wire::AmqpMethod>::decode(input)
-                    .map(Method::ExchangeUnbind)
+                    .map(|m| Method::ExchangeUnbind(Box::new(m)))
             }
             (40, 51) => {
                 <ExchangeUnbindOk as wire::AmqpMethod>::decode(input)
@@ -1234,20 +1243,22 @@ impl Method {
             }
             (50, 10) => {
                 <QueueDeclare as wire::AmqpMethod>::decode(input)
-                    .map(Method::QueueDeclare)
+                    .map(|m| Method::QueueDeclare(Box::new(m)))
             }
             (50, 11) => {
                 <QueueDeclareOk as wire::AmqpMethod>::decode(input)
                     .map(Method::QueueDeclareOk)
             }
             (50, 20) => {
-                <QueueBind as wire::AmqpMethod>::decode(input).map(Method::QueueBind)
+                <QueueBind as wire::AmqpMethod>::decode(input)
+                    .map(|m| Method::QueueBind(Box::new(m)))
             }
             (50, 21) => {
                 <QueueBindOk as wire::AmqpMethod>::decode(input).map(Method::QueueBindOk)
             }
             (50, 50) => {
-                <QueueUnbind as wire::AmqpMethod>::decode(input).map(Method::QueueUnbind)
+                <QueueUnbind as wire::AmqpMethod>::decode(input)
+                    .map(|m| Method::QueueUnbind(Box::new(m)))
             }
             (50, 51) => {
                 <QueueUnbindOk as wire::AmqpMethod>::decode(input)
@@ -1275,7 +1286,7 @@ impl Method {
             }
             (60, 20) => {
                 <BasicConsume as wire::AmqpMethod>::decode(input)
-                    .map(Method::BasicConsume)
+                    .map(|m| Method::BasicConsume(Box::new(m)))
             }
             (60, 21) => {
                 <BasicConsumeOk as wire::AmqpMethod>::decode(input)
@@ -1370,7 +1381,7 @@ impl Method {
 impl From<ConnectionStart> for Method {
     #[inline]
     fn from(method: ConnectionStart) -> Self {
-        Method::ConnectionStart(method)
+        Method::ConnectionStart(Box::new(method))
     }
 }
 
@@ -1379,7 +1390,7 @@ impl TryFrom<Method> for ConnectionStart {
     #[inline]
     fn try_from(method: Method) -> Result<Self, Method> {
         match method {
-            Method::ConnectionStart(method) => Ok(method),
+            Method::ConnectionStart(method) => Ok(*method),
             other => Err(other),
         }
     }
@@ -1388,7 +1399,7 @@ impl TryFrom<Method> for ConnectionStart {
 impl From<ConnectionStartOk> for Method {
     #[inline]
     fn from(method: ConnectionStartOk) -> Self {
-        Method::ConnectionStartOk(method)
+        Method::ConnectionStartOk(Box::new(method))
     }
 }
 
@@ -1397,7 +1408,7 @@ impl TryFrom<Method> for ConnectionStartOk {
     #[inline]
     fn try_from(method: Method) -> Result<Self, Method> {
         match method {
-            Method::ConnectionStartOk(method) => Ok(method),
+            Method::ConnectionStartOk(method) => Ok(*method),
             other => Err(other),
         }
     }
@@ -1730,7 +1741,7 @@ impl TryFrom<Method> for ChannelCloseOk {
 impl From<ExchangeDeclare> for Method {
     #[inline]
     fn from(method: ExchangeDeclare) -> Self {
-        Method::ExchangeDeclare(method)
+        Method::ExchangeDeclare(Box::new(method))
     }
 }
 
@@ -1739,7 +1750,7 @@ impl TryFrom<Method> for ExchangeDeclare {
     #[inline]
     fn try_from(method: Method) -> Result<Self, Method> {
         match method {
-            Method::ExchangeDeclare(method) => Ok(method),
+            Method::ExchangeDeclare(method) => Ok(*method),
             other => Err(other),
         }
     }
@@ -1802,7 +1813,7 @@ impl TryFrom<Method> for ExchangeDeleteOk {
 impl From<ExchangeBind> for Method {
     #[inline]
     fn from(method: ExchangeBind) -> Self {
-        Method::ExchangeBind(method)
+        Method::ExchangeBind(Box::new(method))
     }
 }
 
@@ -1811,7 +1822,7 @@ impl TryFrom<Method> for ExchangeBind {
     #[inline]
     fn try_from(method: Method) -> Result<Self, Method> {
         match method {
-            Method::ExchangeBind(method) => Ok(method),
+            Method::ExchangeBind(method) => Ok(*method),
             other => Err(other),
         }
     }
@@ -1838,7 +1849,7 @@ impl TryFrom<Method> for ExchangeBindOk {
 impl From<ExchangeUnbind> for Method {
     #[inline]
     fn from(method: ExchangeUnbind) -> Self {
-        Method::ExchangeUnbind(method)
+        Method::ExchangeUnbind(Box::new(method))
     }
 }
 
@@ -1847,7 +1858,7 @@ impl TryFrom<Method> for ExchangeUnbind {
     #[inline]
     fn try_from(method: Method) -> Result<Self, Method> {
         match method {
-            Method::ExchangeUnbind(method) => Ok(method),
+            Method::ExchangeUnbind(method) => Ok(*method),
             other => Err(other),
         }
     }
@@ -1874,7 +1885,7 @@ impl TryFrom<Method> for ExchangeUnbindOk {
 impl From<QueueDeclare> for Method {
     #[inline]
     fn from(method: QueueDeclare) -> Self {
-        Method::QueueDeclare(method)
+        Method::QueueDeclare(Box::new(method))
     }
 }
 
@@ -1883,7 +1894,7 @@ impl TryFrom<Method> for QueueDeclare {
     #[inline]
     fn try_from(method: Method) -> Result<Self, Method> {
         match method {
-            Method::QueueDeclare(method) => Ok(method),
+            Method::QueueDeclare(method) => Ok(*method),
             other => Err(other),
         }
     }
@@ -1910,7 +1921,7 @@ impl TryFrom<Method> for QueueDeclareOk {
 impl From<QueueBind> for Method {
     #[inline]
     fn from(method: QueueBind) -> Self {
-        Method::QueueBind(method)
+        Method::QueueBind(Box::new(method))
     }
 }
 
@@ -1919,7 +1930,7 @@ impl TryFrom<Method> for QueueBind {
     #[inline]
     fn try_from(method: Method) -> Result<Self, Method> {
         match method {
-            Method::QueueBind(method) => Ok(method),
+            Method::QueueBind(method) => Ok(*method),
             other => Err(other),
         }
     }
@@ -1946,7 +1957,7 @@ impl TryFrom<Method> for QueueBindOk {
 impl From<QueueUnbind> for Method {
     #[inline]
     fn from(method: QueueUnbind) -> Self {
-        Method::QueueUnbind(method)
+        Method::QueueUnbind(Box::new(method))
     }
 }
 
@@ -1955,7 +1966,7 @@ impl TryFrom<Method> for QueueUnbind {
     #[inline]
     fn try_from(method: Method) -> Result<Self, Method> {
         match method {
-            Method::QueueUnbind(method) => Ok(method),
+            Method::QueueUnbind(method) => Ok(*method),
             other => Err(other),
         }
     }
@@ -2090,7 +2101,7 @@ impl TryFrom<Method> for BasicQosOk {
 impl From<BasicConsume> for Method {
     #[inline]
     fn from(method: BasicConsume) -> Self {
-        Method::BasicConsume(method)
+        Method::BasicConsume(Box::new(method))
     }
 }
 
@@ -2099,7 +2110,7 @@ impl TryFrom<Method> for BasicConsume {
     #[inline]
     fn try_from(method: Method) -> Result<Self, Method> {
         match method {
-            Method::BasicConsume(method) => Ok(method),
+            Method::BasicConsume(method) => Ok(*method),
             other => Err(other),
         }
     }
