@@ -247,11 +247,7 @@ fn codec(c: &mut Criterion) {
             time_decoding(b, || read_buffer(&encoded), warren_decode)
         });
         group.bench_function("decode+headers/warren", |b| {
-            time_decoding(
-                b,
-                || read_buffer(&encoded),
-                warren_decode_and_read_headers,
-            )
+            time_decoding(b, || read_buffer(&encoded), warren_decode_and_read_headers)
         });
         group.bench_function("decode/amq-protocol", |b| {
             time_decoding(b, || encoded.to_vec(), |bytes| amq_decode(&bytes))

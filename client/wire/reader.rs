@@ -191,7 +191,9 @@ impl Reader {
 
     /// Decodes the entries of a table that [`check::table`] accepted: the whole of this reader.
     /// Nested tables stay in their wire form.
-    pub(crate) fn checked_table_entries(mut self) -> Result<Vec<(ShortString, FieldValue)>, DecodeError> {
+    pub(crate) fn checked_table_entries(
+        mut self,
+    ) -> Result<Vec<(ShortString, FieldValue)>, DecodeError> {
         let mut entries = Vec::new();
         while !self.is_empty() {
             let key = self.short_string()?;

@@ -314,13 +314,15 @@ impl FieldTable {
     /// Adds an entry, replacing and returning the value of any entry with that key.
     pub fn insert(&mut self, key: ShortString, value: impl Into<FieldValue>) -> Option<FieldValue> {
         let value = value.into();
-        self.change(|entries| match entries.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, slot)) => Some(std::mem::replace(slot, value)),
-            None => {
-                entries.push((key, value));
-                None
-            }
-        })
+        self.change(
+            |entries| match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, slot)) => Some(std::mem::replace(slot, value)),
+                None => {
+                    entries.push((key, value));
+                    None
+                }
+            },
+        )
     }
 
     /// The value under `key`.

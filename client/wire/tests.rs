@@ -23,7 +23,10 @@ fn decode_table(bytes: &[u8]) -> Result<FieldTable, DecodeError> {
 fn assert_decodes_fully(table: &FieldTable) {
     if let Some(wire) = table.wire() {
         let entries = Reader::new(wire.clone()).checked_table_entries();
-        assert!(entries.is_ok(), "checked bytes failed to decode: {entries:?}");
+        assert!(
+            entries.is_ok(),
+            "checked bytes failed to decode: {entries:?}"
+        );
     }
     for (_, value) in table {
         assert_value_decodes_fully(value);
@@ -181,7 +184,10 @@ fn a_received_table_is_written_back_as_it_came_until_changed() {
     table.insert(ShortString::from_static("b"), 1u8);
     assert_eq!(table.wire(), None);
     let rewritten = decode_table(&encode_table(&table)).unwrap();
-    let entries: Vec<_> = rewritten.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let entries: Vec<_> = rewritten
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     assert_eq!(
         entries,
         [
@@ -199,7 +205,10 @@ fn nested_tables_are_built_level_by_level() {
     ))
     .unwrap();
     let inner = table.get("outer").and_then(FieldValue::as_table).unwrap();
-    assert!(inner.wire().is_some(), "the nested table waits until looked at");
+    assert!(
+        inner.wire().is_some(),
+        "the nested table waits until looked at"
+    );
     assert_eq!(inner.get("inner"), Some(&FieldValue::I64(5)));
 }
 
