@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
         for table_to_encode in [&table, &changed] {
             let mut buf = BytesMut::new();
             Writer::new(&mut buf).table(table_to_encode);
-            let again = Reader::new(buf.freeze()).table().expect("re-encoded table decodes");
+            let again = Reader::new(buf.freeze())
+                .table()
+                .expect("re-encoded table decodes");
             assert_eq!(again, table);
         }
     }
