@@ -179,16 +179,27 @@ impl ChannelTable {
         }
     }
 
-    /// A new epoch for a channel being opened; never handed out twice.
-    pub(super) fn next_epoch(&mut self) -> u64 {
+    /// Adds channel `id`, being opened, under an epoch never handed out before; returns its key.
+    pub(super) fn open(
+        &mut self,
+        id: u16,
+        max_body_size: u64,
+        reply: oneshot::Sender<Result<Arc<ChannelShared>>>,
+    ) -> ChannelKey {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
-        epoch
+        self.insert(id, ChannelState::new(id, epoch, max_body_size, reply));
+        ChannelKey { id, epoch }
     }
 
     /// The channel a command is for, if that opening of its number is still in the table.
     pub(super) fn get_key(&mut self, key: ChannelKey) -> Option<&mut ChannelState> {
         self.get_mut(key.id).filter(|c| c.shared.epoch == key.epoch)
+    }
+
+    /// [`ChannelTable::get_key`], if the channel is also open (not opening or closing).
+    pub(super) fn get_open(&mut self, key: ChannelKey) -> Option<&mut ChannelState> {
+        self.get_key(key).filter(|c| c.is_open())
     }
 
     /// The lowest channel number not in use, or `None` if all up to channel_max are.
@@ -199,7 +210,7 @@ impl ChannelTable {
             .map(|id| id as u16)
     }
 
-    pub(super) fn insert(&mut self, id: u16, state: ChannelState) {
+    fn insert(&mut self, id: u16, state: ChannelState) {
         let index = usize::from(id);
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || None);
@@ -227,9 +238,7 @@ mod tests {
 
     fn opened(table: &mut ChannelTable, id: u16) -> ChannelKey {
         let (reply, _receiver) = oneshot::channel();
-        let epoch = table.next_epoch();
-        table.insert(id, ChannelState::new(id, epoch, 1 << 20, reply));
-        ChannelKey { id, epoch }
+        table.open(id, 1 << 20, reply)
     }
 
     #[test]

@@ -339,7 +339,7 @@ impl Driver {
             Command::Send { channel, method } => self.send(channel, method),
             Command::Publish(publish) => self.publish(publish),
             Command::WaitForConfirms { channel, reply } => {
-                let Some(state) = self.channels.get_key(channel).filter(|c| c.is_open()) else {
+                let Some(state) = self.channels.get_open(channel) else {
                     self.reject_for_gone_channel(channel, reply);
                     return;
                 };
@@ -375,9 +375,7 @@ impl Driver {
             return;
         }
         trace!(channel = id, "opening channel");
-        let epoch = self.channels.next_epoch();
-        self.channels
-            .insert(id, ChannelState::new(id, epoch, self.max_body_size, reply));
+        self.channels.open(id, self.max_body_size, reply);
     }
 
     fn rpc(&mut self, rpc: Rpc) {
@@ -401,7 +399,7 @@ impl Driver {
             });
             return;
         }
-        let open = self.channels.get_key(channel).is_some_and(|c| c.is_open());
+        let open = self.channels.get_open(channel).is_some();
         if !open {
             self.reject_for_gone_channel(channel, reply);
             return;
@@ -426,7 +424,7 @@ impl Driver {
     /// Sends an asynchronous method, or a synchronous one with `no_wait` set (whose success
     /// the driver records at once: no reply will come).
     fn send(&mut self, channel: ChannelKey, method: Method) {
-        let open = self.channels.get_key(channel).is_some_and(|c| c.is_open());
+        let open = self.channels.get_open(channel).is_some();
         if !open {
             return;
         }
@@ -452,7 +450,7 @@ impl Driver {
             mandatory,
             permit,
         } = publish;
-        let Some(state) = self.channels.get_key(channel).filter(|c| c.is_open()) else {
+        let Some(state) = self.channels.get_open(channel) else {
             if let Some(reply) = reply {
                 self.reject_for_gone_channel(channel, reply);
             }
