@@ -53,12 +53,17 @@ impl Reader {
     #[inline]
     fn need(&self, needed: usize) -> Result<(), DecodeError> {
         if self.remaining() < needed {
-            return Err(DecodeError::Truncated {
-                needed,
-                remaining: self.remaining(),
-            });
+            return Err(self.truncated(needed));
         }
         Ok(())
+    }
+
+    /// The error for a read of `needed` bytes past the end.
+    fn truncated(&self, needed: usize) -> DecodeError {
+        DecodeError::Truncated {
+            needed,
+            remaining: self.remaining(),
+        }
     }
 
     /// Takes the next `len` bytes as a shared slice.
@@ -72,10 +77,7 @@ impl Reader {
     #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let Some(&bytes) = self.buf.first_chunk::<N>() else {
-            return Err(DecodeError::Truncated {
-                needed: N,
-                remaining: self.remaining(),
-            });
+            return Err(self.truncated(N));
         };
         self.buf.advance(N);
         Ok(bytes)
@@ -127,22 +129,10 @@ impl Reader {
     /// Reads a `shortstr`: a length octet and that many bytes of UTF-8.
     #[inline]
     pub fn short_string(&mut self) -> Result<ShortString, DecodeError> {
-        // Read from the slice and advance once: this is the hottest read of all.
-        let Some((&len, text)) = self.buf.split_first() else {
-            return Err(DecodeError::Truncated {
-                needed: 1,
-                remaining: 0,
-            });
-        };
-        let len = usize::from(len);
-        if text.len() < len {
-            return Err(DecodeError::Truncated {
-                needed: len,
-                remaining: text.len(),
-            });
-        }
-        let string = ShortString::from_wire(text, len, || self.buf.slice(1..=len))?;
-        self.buf.advance(1 + len);
+        let len = usize::from(self.octet()?);
+        self.need(len)?;
+        let string = ShortString::from_wire(&self.buf, len, || self.buf.slice(..len))?;
+        self.buf.advance(len);
         Ok(string)
     }
 

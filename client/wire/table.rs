@@ -20,9 +20,8 @@
 //! | `x` | byte array | [`FieldValue::ByteArray`] |
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -248,7 +247,8 @@ pub struct FieldTable {
     /// The entries, in order. Unset means "decode them from `wire`" (or, with no `wire`, none).
     entries: OnceLock<Vec<Entry>>,
     /// For a table read from the peer and not changed since: its entries' bytes (without the
-    /// length prefix), already checked by [`check_table`], so decoding them cannot fail.
+    /// length prefix), already checked by [`check::table`](super::check::table), so decoding
+    /// them cannot fail.
     wire: Option<Bytes>,
 }
 
@@ -261,7 +261,7 @@ impl FieldTable {
         }
     }
 
-    /// A table over entry bytes that [`check_table`] accepted.
+    /// A table over entry bytes that [`check::table`](super::check::table) accepted.
     pub(crate) fn from_checked_wire(wire: Bytes) -> Self {
         Self {
             entries: OnceLock::new(),
