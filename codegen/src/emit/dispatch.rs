@@ -103,7 +103,7 @@ fn class_enum(spec: &Spec) -> TokenStream {
 /// (declares, binds, consume, connection start) are the largest by far, and all of them are
 /// setup methods, so boxing them keeps every `Method` (and every frame) the size of the
 /// largest hot-path method, `basic.deliver`, for one allocation per rare method.
-pub(crate) fn boxed_in_method(m: &Method) -> bool {
+fn boxed_in_method(m: &Method) -> bool {
     m.fields
         .iter()
         .any(|f| !f.reserved && f.ty == crate::model::Type::Table)
@@ -166,14 +166,11 @@ fn method_enum(spec: &Spec) -> TokenStream {
             let field = names::field_ident(&field.name);
             no_wait_arms.push(quote!(Method::#ident(m) => m.#field,));
         }
-        let (wrap, inner) = if boxed {
-            (quote!(|m| Method::#ident(Box::new(m))), quote!(&**m))
-        } else {
-            (quote!(Method::#ident), quote!(m))
-        };
+        let inner = if boxed { quote!(&**m) } else { quote!(m) };
         encode_arms.push(quote!(Method::#ident(m) => wire::AmqpMethod::encode(#inner, out),));
+        // `From` boxes where the variant does.
         decode_arms.push(quote! {
-            (#c, #id) => <#ident as wire::AmqpMethod>::decode(input).map(#wrap),
+            (#c, #id) => <#ident as wire::AmqpMethod>::decode(input).map(Method::from),
         });
     }
 

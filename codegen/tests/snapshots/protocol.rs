@@ -1132,241 +1132,173 @@ impl Method {
     ) -> Result<Method, wire::DecodeError> {
         match (id.class, id.method) {
             (10, 10) => {
-                <ConnectionStart as wire::AmqpMethod>::decode(input)
-                    .map(|m| Method::ConnectionStart(Box::new(m)))
+                <ConnectionStart as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 11) => {
-                <ConnectionStartOk as wire::AmqpMethod>::decode(input)
-                    .map(|m| Method::ConnectionStartOk(Box::new(m)))
+                <ConnectionStartOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 20) => {
-                <ConnectionSecure as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionSecure)
+                <ConnectionSecure as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 21) => {
-                <ConnectionSecureOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionSecureOk)
+                <ConnectionSecureOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 30) => {
-                <ConnectionTune as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionTune)
+                <ConnectionTune as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 31) => {
-                <ConnectionTuneOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionTuneOk)
+                <ConnectionTuneOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 40) => {
-                <ConnectionOpen as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionOpen)
+                <ConnectionOpen as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 41) => {
-                <ConnectionOpenOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionOpenOk)
+                <ConnectionOpenOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 50) => {
-                <ConnectionClose as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionClose)
+                <ConnectionClose as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 51) => {
-                <ConnectionCloseOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionCloseOk)
+                <ConnectionCloseOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 60) => {
-                <ConnectionBlocked as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionBlocked)
+                <ConnectionBlocked as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (10, 61) => {
                 <ConnectionUnblocked as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionUnblocked)
+                    .map(Method::from)
             }
             (10, 70) => {
                 <ConnectionUpdateSecret as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionUpdateSecret)
+                    .map(Method::from)
             }
             (10, 71) => {
                 <ConnectionUpdateSecretOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConnectionUpdateSecretOk)
+                    .map(Method::from)
             }
             (20, 10) => {
-                <ChannelOpen as wire::AmqpMethod>::decode(input).map(Method::ChannelOpen)
+                <ChannelOpen as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (20, 11) => {
-                <ChannelOpenOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ChannelOpenOk)
+                <ChannelOpenOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (20, 20) => {
-                <ChannelFlow as wire::AmqpMethod>::decode(input).map(Method::ChannelFlow)
+                <ChannelFlow as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (20, 21) => {
-                <ChannelFlowOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ChannelFlowOk)
+                <ChannelFlowOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (20, 40) => {
-                <ChannelClose as wire::AmqpMethod>::decode(input)
-                    .map(Method::ChannelClose)
+                <ChannelClose as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (20, 41) => {
-                <ChannelCloseOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ChannelCloseOk)
+                <ChannelCloseOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (40, 10) => {
-                <ExchangeDeclare as wire::AmqpMethod>::decode(input)
-                    .map(|m| Method::ExchangeDeclare(Box::new(m)))
+                <ExchangeDeclare as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (40, 11) => {
-                <ExchangeDeclareOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ExchangeDeclareOk)
+                <ExchangeDeclareOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (40, 20) => {
-                <ExchangeDelete as wire::AmqpMethod>::decode(input)
-                    .map(Method::ExchangeDelete)
+                <ExchangeDelete as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (40, 21) => {
-                <ExchangeDeleteOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ExchangeDeleteOk)
+                <ExchangeDeleteOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (40, 30) => {
-                <ExchangeBind as wire::AmqpMethod>::decode(input)
-                    .map(|m| Method::ExchangeBind(Box::new(m)))
+                <ExchangeBind as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (40, 31) => {
-                <ExchangeBindOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ExchangeBindOk)
+                <ExchangeBindOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (40, 40) => {
-                <ExchangeUnbind as wire::AmqpMethod>::decode(input)
-                    .map(|m| Method::ExchangeUnbind(Box::new(m)))
+                <ExchangeUnbind as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (40, 51) => {
-                <ExchangeUnbindOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ExchangeUnbindOk)
+                <ExchangeUnbindOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (50, 10) => {
-                <QueueDeclare as wire::AmqpMethod>::decode(input)
-                    .map(|m| Method::QueueDeclare(Box::new(m)))
+                <QueueDeclare as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (50, 11) => {
-                <QueueDeclareOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::QueueDeclareOk)
+                <QueueDeclareOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
-            (50, 20) => {
-                <QueueBind as wire::AmqpMethod>::decode(input)
-                    .map(|m| Method::QueueBind(Box::new(m)))
-            }
+            (50, 20) => <QueueBind as wire::AmqpMethod>::decode(input).map(Method::from),
             (50, 21) => {
-                <QueueBindOk as wire::AmqpMethod>::decode(input).map(Method::QueueBindOk)
+                <QueueBindOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (50, 50) => {
-                <QueueUnbind as wire::AmqpMethod>::decode(input)
-                    .map(|m| Method::QueueUnbind(Box::new(m)))
+                <QueueUnbind as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (50, 51) => {
-                <QueueUnbindOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::QueueUnbindOk)
+                <QueueUnbindOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
-            (50, 30) => {
-                <QueuePurge as wire::AmqpMethod>::decode(input).map(Method::QueuePurge)
-            }
+            (50, 30) => <QueuePurge as wire::AmqpMethod>::decode(input).map(Method::from),
             (50, 31) => {
-                <QueuePurgeOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::QueuePurgeOk)
+                <QueuePurgeOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (50, 40) => {
-                <QueueDelete as wire::AmqpMethod>::decode(input).map(Method::QueueDelete)
+                <QueueDelete as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (50, 41) => {
-                <QueueDeleteOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::QueueDeleteOk)
+                <QueueDeleteOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
-            (60, 10) => {
-                <BasicQos as wire::AmqpMethod>::decode(input).map(Method::BasicQos)
-            }
-            (60, 11) => {
-                <BasicQosOk as wire::AmqpMethod>::decode(input).map(Method::BasicQosOk)
-            }
+            (60, 10) => <BasicQos as wire::AmqpMethod>::decode(input).map(Method::from),
+            (60, 11) => <BasicQosOk as wire::AmqpMethod>::decode(input).map(Method::from),
             (60, 20) => {
-                <BasicConsume as wire::AmqpMethod>::decode(input)
-                    .map(|m| Method::BasicConsume(Box::new(m)))
+                <BasicConsume as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (60, 21) => {
-                <BasicConsumeOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::BasicConsumeOk)
+                <BasicConsumeOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (60, 30) => {
-                <BasicCancel as wire::AmqpMethod>::decode(input).map(Method::BasicCancel)
+                <BasicCancel as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (60, 31) => {
-                <BasicCancelOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::BasicCancelOk)
+                <BasicCancelOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (60, 40) => {
-                <BasicPublish as wire::AmqpMethod>::decode(input)
-                    .map(Method::BasicPublish)
+                <BasicPublish as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (60, 50) => {
-                <BasicReturn as wire::AmqpMethod>::decode(input).map(Method::BasicReturn)
+                <BasicReturn as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (60, 60) => {
-                <BasicDeliver as wire::AmqpMethod>::decode(input)
-                    .map(Method::BasicDeliver)
+                <BasicDeliver as wire::AmqpMethod>::decode(input).map(Method::from)
             }
-            (60, 70) => {
-                <BasicGet as wire::AmqpMethod>::decode(input).map(Method::BasicGet)
-            }
-            (60, 71) => {
-                <BasicGetOk as wire::AmqpMethod>::decode(input).map(Method::BasicGetOk)
-            }
+            (60, 70) => <BasicGet as wire::AmqpMethod>::decode(input).map(Method::from),
+            (60, 71) => <BasicGetOk as wire::AmqpMethod>::decode(input).map(Method::from),
             (60, 72) => {
-                <BasicGetEmpty as wire::AmqpMethod>::decode(input)
-                    .map(Method::BasicGetEmpty)
+                <BasicGetEmpty as wire::AmqpMethod>::decode(input).map(Method::from)
             }
-            (60, 80) => {
-                <BasicAck as wire::AmqpMethod>::decode(input).map(Method::BasicAck)
-            }
+            (60, 80) => <BasicAck as wire::AmqpMethod>::decode(input).map(Method::from),
             (60, 90) => {
-                <BasicReject as wire::AmqpMethod>::decode(input).map(Method::BasicReject)
+                <BasicReject as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (60, 100) => {
-                <BasicRecoverAsync as wire::AmqpMethod>::decode(input)
-                    .map(Method::BasicRecoverAsync)
+                <BasicRecoverAsync as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (60, 110) => {
-                <BasicRecover as wire::AmqpMethod>::decode(input)
-                    .map(Method::BasicRecover)
+                <BasicRecover as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (60, 111) => {
-                <BasicRecoverOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::BasicRecoverOk)
+                <BasicRecoverOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
-            (60, 120) => {
-                <BasicNack as wire::AmqpMethod>::decode(input).map(Method::BasicNack)
-            }
-            (90, 10) => {
-                <TxSelect as wire::AmqpMethod>::decode(input).map(Method::TxSelect)
-            }
-            (90, 11) => {
-                <TxSelectOk as wire::AmqpMethod>::decode(input).map(Method::TxSelectOk)
-            }
-            (90, 20) => {
-                <TxCommit as wire::AmqpMethod>::decode(input).map(Method::TxCommit)
-            }
-            (90, 21) => {
-                <TxCommitOk as wire::AmqpMethod>::decode(input).map(Method::TxCommitOk)
-            }
-            (90, 30) => {
-                <TxRollback as wire::AmqpMethod>::decode(input).map(Method::TxRollback)
-            }
+            (60, 120) => <BasicNack as wire::AmqpMethod>::decode(input).map(Method::from),
+            (90, 10) => <TxSelect as wire::AmqpMethod>::decode(input).map(Method::from),
+            (90, 11) => <TxSelectOk as wire::AmqpMethod>::decode(input).map(Method::from),
+            (90, 20) => <TxCommit as wire::AmqpMethod>::decode(input).map(Method::from),
+            (90, 21) => <TxCommitOk as wire::AmqpMethod>::decode(input).map(Method::from),
+            (90, 30) => <TxRollback as wire::AmqpMethod>::decode(input).map(Method::from),
             (90, 31) => {
-                <TxRollbackOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::TxRollbackOk)
+                <TxRollbackOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (85, 10) => {
-                <ConfirmSelect as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConfirmSelect)
+                <ConfirmSelect as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (85, 11) => {
-                <ConfirmSelectOk as wire::AmqpMethod>::decode(input)
-                    .map(Method::ConfirmSelectOk)
+                <ConfirmSelectOk as wire::AmqpMethod>::decode(input).map(Method::from)
             }
             (class, method) => {
                 Err(wire::DecodeError::UnknownMethod {
