@@ -149,16 +149,8 @@ impl Channel {
         body: impl Into<Bytes>,
         properties: BasicProperties,
     ) -> impl Future<Output = Result<PublishConfirm>> + Send + '_ {
-        let method = (|| {
-            Ok(BasicPublish {
-                exchange: ShortString::try_from(exchange)?,
-                routing_key: ShortString::try_from(routing_key)?,
-                mandatory: options.mandatory,
-                immediate: options.immediate,
-            })
-        })();
-        let prepared =
-            method.and_then(|method| self.prepare_publish(method, body.into(), &properties));
+        let prepared = basic_publish_method(exchange, routing_key, options)
+            .and_then(|method| self.prepare_publish(method, body.into(), &properties));
         self.enqueue_publish(prepared)
     }
 
@@ -460,6 +452,20 @@ impl futures_core::Stream for Returns {
             }
         }
     }
+}
+
+/// The `basic.publish` method for [`Channel::basic_publish`]'s arguments.
+fn basic_publish_method(
+    exchange: &str,
+    routing_key: &str,
+    options: BasicPublishOptions,
+) -> Result<BasicPublish> {
+    Ok(BasicPublish {
+        exchange: ShortString::try_from(exchange)?,
+        routing_key: ShortString::try_from(routing_key)?,
+        mandatory: options.mandatory,
+        immediate: options.immediate,
+    })
 }
 
 /// A publish encoded and ready for the driver, with the confirmation its caller gets.
