@@ -2,70 +2,59 @@
 //!
 //! # Buffering
 //!
-//! Each consumer buffers deliveries in a bounded queue sized from the channel's prefetch count
-//! (the last [`Channel::basic_qos`](crate::Channel::basic_qos) before `basic_consume`), or
-//! [`DEFAULT_CONSUMER_BUFFER`] deliveries when no prefetch is set. With a prefetch, the broker
-//! never sends more unacknowledged messages than fit, so the buffer never fills. Without
-//! one, a consumer that stops reading fills its buffer, and the connection then stops reading
-//! from the socket until it has room: memory stays bounded, but every channel of the
-//! connection waits (head-of-line blocking, as in RabbitMQ's Go client). Set a prefetch, and
-//! keep slow consumers on their own connection.
+//! The connection hands each delivery to its consumer's queue at once: a consumer that is not
+//! read never holds up the other channels, consumers, heartbeats or closes of its connection.
+//! What bounds memory:
+//!
+//! - With a prefetch (the last [`Channel::basic_qos`](crate::Channel::basic_qos) before
+//!   `basic_consume`), the broker never sends an acknowledging consumer more unacknowledged
+//!   deliveries than the prefetch count, so its queue never holds more.
+//! - Everything else (`no_ack` consumers, consumers without a prefetch) counts, in bytes,
+//!   against the connection's
+//!   [`consumer_buffer_budget`](crate::ConnectionOptions::consumer_buffer_budget) (64 MiB by
+//!   default). Past it the connection stops reading from the socket, so the broker holds the
+//!   rest, and emits [`ConnectionEvent::ConsumerLagging`](crate::ConnectionEvent::ConsumerLagging)
+//!   naming the consumer that holds the most. If that lasts the
+//!   [`consumer_stall_timeout`](crate::ConnectionOptions::consumer_stall_timeout) (30 s by
+//!   default), that consumer is cancelled: its stream yields what it holds, then ends with
+//!   [`Error::ConsumerLagged`], and the connection reads again.
+//!
+//! Set a prefetch for consumers that may fall behind: the broker then keeps their backlog.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::channel::{BasicAckOptions, BasicNackOptions, BasicRejectOptions, Channel};
-use crate::connection::command::Command;
-use crate::delivery_queue;
 use crate::error::{Error, Result};
 use crate::frame::ContentHeader;
-use crate::message::{Delivery, Envelope};
-use crate::protocol::{BasicDeliver, BasicProperties, BasicReject};
+use crate::message::{Delivery, Envelope, stream_offset};
+use crate::protocol::BasicProperties;
+use crate::shared::command::Command;
+use crate::shared::consumer::{ConsumerEvent, ConsumerShared, RawDelivery};
+use crate::shared::delivery_queue;
+use crate::telemetry;
 use crate::wire::{ContentProperties, DecodeError, Reader, ShortString};
-
-/// Deliveries a consumer buffers when its channel has no prefetch count.
-pub const DEFAULT_CONSUMER_BUFFER: usize = 256;
-
-/// A delivery as the driver assembled it; properties are decoded in the consumer's task.
-#[derive(Debug)]
-pub(crate) struct RawDelivery {
-    pub deliver: BasicDeliver,
-    pub header: ContentHeader,
-    pub body: Bytes,
-}
-
-/// What the driver sends a consumer.
-pub(crate) type ConsumerEvent = RawDelivery;
-
-/// State shared by a consumer stream and the driver.
-#[derive(Debug, Default)]
-pub(crate) struct ConsumerShared {
-    /// Why the stream ended, set by the driver before it drops its sender; `None` when the
-    /// application cancelled.
-    end: Mutex<Option<Error>>,
-}
-
-impl ConsumerShared {
-    pub(crate) fn set_end(&self, reason: Error) {
-        let mut end = self.end.lock().unwrap_or_else(|e| e.into_inner());
-        end.get_or_insert(reason);
-    }
-
-    fn take_end(&self) -> Option<Error> {
-        self.end.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
 
 /// The deliveries of one consumer, as a [`Stream`] of `Result<Delivery, Error>`.
 ///
 /// Get one from [`Channel::basic_consume`](crate::Channel::basic_consume). The stream ends
 /// after [`Consumer::cancel`], or with one final error when the broker cancels the consumer
 /// (its queue was deleted: [`Error::ConsumerCancelled`]) or the channel or connection closes.
-/// An `Err` item that is [`Error::UndecodableDelivery`] is one bad message; the stream goes on.
+/// An `Err` item that is [`Error::UndecodableDelivery`] is one bad message (undecodable
+/// properties, or a body over `max_body_size`); the stream goes on.
+///
+/// When the connection is lost and recovered, the stream goes on: recovery consumes again
+/// under the same tag and feeds the same stream. Deliveries of an acknowledging consumer that
+/// were still in the stream when the connection was lost are dropped (the broker requeues
+/// them and delivers them again, flagged `redelivered`); a delivery taken before the loss
+/// can no longer be acknowledged ([`Error::StaleDelivery`]). A stream consumer
+/// (`x-stream-offset`) is consumed again from the offset after the last delivery this stream
+/// handed out (see [`Channel::stream_consume`]). If recovery cannot restore the consumer, the
+/// stream ends with [`Error::ConsumerNotRecovered`].
 ///
 /// Dropping a consumer cancels it on the broker and requeues the deliveries it had buffered.
 ///
@@ -85,10 +74,14 @@ impl ConsumerShared {
 #[derive(Debug)]
 pub struct Consumer {
     tag: ShortString,
+    /// The queue consumed from, for spans.
+    queue: ShortString,
     channel: Channel,
     receiver: delivery_queue::Receiver<ConsumerEvent>,
     shared: Arc<ConsumerShared>,
     no_ack: bool,
+    /// A stream consumer: the offset of each delivery handed out is recorded for recovery.
+    stream: bool,
     cancelled: bool,
     finished: bool,
 }
@@ -96,6 +89,7 @@ pub struct Consumer {
 impl Consumer {
     pub(crate) fn new(
         tag: ShortString,
+        queue: ShortString,
         channel: Channel,
         receiver: delivery_queue::Receiver<ConsumerEvent>,
         shared: Arc<ConsumerShared>,
@@ -103,8 +97,10 @@ impl Consumer {
     ) -> Self {
         Self {
             tag,
+            queue,
             channel,
             receiver,
+            stream: shared.is_stream(),
             shared,
             no_ack,
             cancelled: false,
@@ -122,6 +118,11 @@ impl Consumer {
         &self.channel
     }
 
+    /// Deliveries waiting in the stream, not yet taken.
+    pub fn buffered_count(&self) -> usize {
+        self.receiver.len()
+    }
+
     /// Cancels the consumer (`basic.cancel`) and waits for the broker to confirm. Deliveries
     /// that arrived before still come out of the stream; then it ends.
     pub async fn cancel(&mut self) -> Result<()> {
@@ -135,6 +136,19 @@ impl Consumer {
         Ok(())
     }
 
+    /// [`Consumer::decode`], and the delivery's process span(s) started.
+    #[cold]
+    #[inline(never)]
+    fn decode_traced(&self, raw: RawDelivery) -> Result<Delivery> {
+        let mut decoded = self.decode(raw);
+        if let Ok(delivery) = &mut decoded {
+            delivery.start_processing(&self.queue);
+        }
+        decoded
+    }
+
+    // Inlined into poll_next, as when it was its only caller: the delivery is built in place.
+    #[inline(always)]
     fn decode(&self, raw: RawDelivery) -> Result<Delivery> {
         let envelope = Envelope {
             consumer_tag: raw.deliver.consumer_tag,
@@ -145,32 +159,56 @@ impl Consumer {
         };
         decode_delivery(envelope, raw.header, raw.body, &self.channel)
     }
+
+    /// Records, for recovery, the stream offset of a delivery handed to the application.
+    #[cold]
+    #[inline(never)]
+    fn record_stream_offset(&self, delivery: &Result<Delivery>) {
+        let offset = match delivery {
+            Ok(delivery) => delivery.stream_offset(),
+            // Taken too, though undecodable: its offset is in its properties, if they decode.
+            Err(Error::UndecodableDelivery(undecodable)) => {
+                BasicProperties::decode(&mut Reader::new(&undecodable.properties))
+                    .ok()
+                    .and_then(|properties| stream_offset(&properties))
+            }
+            Err(_) => None,
+        };
+        if let Some(offset) = offset {
+            self.shared.handed_out(offset);
+        }
+    }
 }
 
-/// Decodes a delivery's properties; a failure is an error of this message only.
+/// Decodes a delivery's properties; a failure, or a body skipped for being over
+/// `max_body_size`, is an error of this message only.
 pub(crate) fn decode_delivery(
     envelope: Envelope,
     header: ContentHeader,
-    body: Bytes,
+    body: Result<Bytes, DecodeError>,
     channel: &Channel,
 ) -> Result<Delivery> {
-    match BasicProperties::decode(&mut Reader::new(header.properties.clone())) {
-        Ok(properties) => Ok(Delivery::new(envelope, properties, body, channel.clone())),
-        Err(error) => {
-            tracing::warn!(
-                delivery_tag = envelope.delivery_tag,
-                %error,
-                "delivery with undecodable properties"
-            );
-            Err(Error::UndecodableDelivery(Arc::new(UndecodableDelivery {
-                envelope,
-                properties: header.properties,
-                body,
-                error,
-                channel: channel.clone(),
-            })))
-        }
-    }
+    let (error, body) = match body {
+        Ok(body) => match BasicProperties::decode(&mut Reader::new(&header.properties)) {
+            Ok(properties) => {
+                return Ok(Delivery::new(envelope, properties, body, channel.clone()));
+            }
+            Err(error) => (error, body),
+        },
+        Err(error) => (error, Bytes::new()),
+    };
+    tracing::warn!(
+        delivery_tag = envelope.delivery_tag,
+        %error,
+        "delivery that cannot be handed over whole"
+    );
+    Err(Error::UndecodableDelivery(Arc::new(UndecodableDelivery {
+        envelope,
+        properties: header.properties,
+        body,
+        error,
+        channel: channel.clone(),
+    })))
 }
 
 impl Stream for Consumer {
@@ -181,6 +219,16 @@ impl Stream for Consumer {
             return Poll::Ready(None);
         }
         match self.receiver.poll_recv(cx) {
+            Poll::Ready(Some(raw)) if self.stream || telemetry::tracing_operations() => {
+                let delivery = match telemetry::tracing_operations() {
+                    true => self.decode_traced(raw),
+                    false => self.decode(raw),
+                };
+                if self.stream {
+                    self.record_stream_offset(&delivery);
+                }
+                Poll::Ready(Some(delivery))
+            }
             Poll::Ready(Some(raw)) => Poll::Ready(Some(self.decode(raw))),
             Poll::Ready(None) => {
                 self.finished = true;
@@ -198,7 +246,7 @@ impl Drop for Consumer {
         }
         let connection = self.channel.connection_inner();
         if !self.cancelled {
-            connection.control(Command::ForgetConsumer {
+            let _ = connection.control(Command::ForgetConsumer {
                 channel: self.channel.key(),
                 consumer_tag: self.tag.clone(),
             });
@@ -206,26 +254,21 @@ impl Drop for Consumer {
         if self.no_ack {
             return;
         }
-        // Hand back what was delivered but never read, so it is not stuck until the channel closes.
-        for raw in self.receiver.close() {
-            connection.control(Command::Send {
-                channel: self.channel.key(),
-                method: BasicReject {
-                    delivery_tag: raw.deliver.delivery_tag,
-                    requeue: true,
-                }
-                .into(),
-            });
-        }
+        self.channel.requeue_unread(self.receiver.close());
     }
 }
 
-/// A delivery whose properties could not be decoded (a header table nested deeper than
-/// [`MAX_NESTING`](crate::wire::MAX_NESTING), an unknown field tag, bad UTF-8).
+/// A delivery that could not be handed over whole: its properties could not be decoded (a
+/// header table nested deeper than [`MAX_NESTING`](crate::wire::MAX_NESTING), an unknown field
+/// tag, bad UTF-8), or its body was larger than the connection's
+/// [`max_body_size`](crate::ConnectionOptions::max_body_size)
+/// ([`DecodeError::BodyTooLarge`]: the body was read and dropped, never buffered, and
+/// [`UndecodableDelivery::body`] is empty).
 ///
 /// The message is intact on the broker and still needs an answer: reject it without requeue
 /// so that it goes to the queue's dead-letter exchange (requeueing it would deliver it again,
-/// forever). The raw property bytes are here for inspection.
+/// forever). The raw property bytes are here for inspection. The connection and the other
+/// deliveries are unaffected.
 #[derive(Debug)]
 pub struct UndecodableDelivery {
     envelope: Envelope,
@@ -256,7 +299,7 @@ impl UndecodableDelivery {
         &self.properties
     }
 
-    /// The message body.
+    /// The message body; empty when the error is [`DecodeError::BodyTooLarge`].
     pub fn body(&self) -> &Bytes {
         &self.body
     }

@@ -1,28 +1,13 @@
-//! Messages the broker hands to the application: deliveries, messages got with `basic.get`,
-//! and returned messages.
+//! Messages the broker hands to the application: deliveries and messages got with
+//! `basic.get`, each able to acknowledge itself on the channel it came from.
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::channel::{BasicAckOptions, BasicNackOptions, BasicRejectOptions, Channel};
 use crate::error::Result;
-use crate::protocol::{BasicProperties, ReplyCode};
-use crate::wire::ShortString;
-
-/// Where a delivered message came from and how to acknowledge it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    /// The consumer the message was delivered to (empty for `basic.get`).
-    pub consumer_tag: ShortString,
-    /// The channel-scoped number to acknowledge the message with.
-    pub delivery_tag: u64,
-    /// Whether the message was delivered before and not acknowledged. `false` guarantees a
-    /// first delivery; `true` is only a hint that it may have been processed.
-    pub redelivered: bool,
-    /// The exchange the message was published to (empty for the default exchange).
-    pub exchange: ShortString,
-    /// The routing key it was published with.
-    pub routing_key: ShortString,
-}
+use crate::protocol::BasicProperties;
+pub use crate::shared::messages::{Envelope, ReturnedMessage};
 
 /// A message delivered to a consumer or fetched with `basic.get`.
 ///
@@ -38,6 +23,13 @@ pub struct Delivery {
     /// The message body: a slice of the connection's read buffer, not a copy.
     pub body: Bytes,
     channel: Channel,
+    /// The `process` span, for deliveries taken from a consumer stream while a subscriber
+    /// wants it (boxed: a delivery is moved several times on its way, and is larger by a
+    /// pointer only).
+    span: Option<Box<tracing::Span>>,
+    /// The OpenTelemetry `process` span's context, ended when the delivery is dropped.
+    #[cfg(feature = "opentelemetry")]
+    otel: Option<Box<crate::telemetry::otel::Process>>,
 }
 
 impl Delivery {
@@ -52,12 +44,89 @@ impl Delivery {
             properties,
             body,
             channel,
+            span: None,
+            #[cfg(feature = "opentelemetry")]
+            otel: None,
         }
+    }
+
+    /// Starts the delivery's `process` span, as the application takes it from the stream of
+    /// a consumer of `queue`.
+    pub(crate) fn start_processing(&mut self, queue: &str) {
+        let channel = &self.channel;
+        let span = crate::telemetry::process_span(
+            queue,
+            &self.envelope,
+            &self.properties,
+            self.body.len(),
+            || channel.server(),
+        );
+        if !span.is_disabled() {
+            self.span = Some(Box::new(span));
+        }
+        #[cfg(feature = "opentelemetry")]
+        {
+            self.otel = Some(Box::new(crate::telemetry::otel::Process::start(
+                queue,
+                &self.envelope,
+                &self.properties,
+                self.body.len(),
+                || channel.server(),
+            )));
+        }
+    }
+
+    /// Runs `settle` (an acknowledgement) within the delivery's process span(s), so that its
+    /// spans are their children.
+    async fn within_spans(&self, settle: impl Future<Output = Result<()>>) -> Result<()> {
+        #[cfg(feature = "opentelemetry")]
+        let settle = crate::telemetry::otel::within(self.otel.as_deref(), settle);
+        settle.instrument(self.span().clone()).await
+    }
+
+    /// Whether the delivery's acknowledgements run within its process span(s).
+    fn traced(&self) -> bool {
+        #[cfg(feature = "opentelemetry")]
+        if self.otel.is_some() {
+            return true;
+        }
+        self.span.is_some()
+    }
+
+    /// The `process` span of a delivery taken from a [`Consumer`](crate::Consumer) stream
+    /// (disabled for `basic.get` messages, and when no `tracing` subscriber wants `debug`
+    /// spans of `warren`): enter it, or `.instrument(delivery.span().clone())` the handling
+    /// future, so that what the application logs says which message it is about. It ends when
+    /// the delivery is dropped; [`Delivery::ack`], `nack` and `reject` make their `settle`
+    /// spans its children.
+    pub fn span(&self) -> &tracing::Span {
+        static NONE: tracing::Span = tracing::Span::none();
+        self.span.as_deref().unwrap_or(&NONE)
+    }
+
+    /// The OpenTelemetry context of the delivery's `{queue} process` span (a child of the
+    /// publisher's trace context carried in the headers), for deliveries taken from a
+    /// [`Consumer`](crate::Consumer) stream; `None` for `basic.get` messages. Attach it
+    /// (`.attach()`, or `FutureExt::with_context`) while handling the message so that the
+    /// spans the handling starts, and the messages it publishes, continue the trace. The span
+    /// ends when the delivery is dropped.
+    #[cfg(feature = "opentelemetry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+    pub fn otel_context(&self) -> Option<&opentelemetry::Context> {
+        self.otel
+            .as_deref()
+            .map(crate::telemetry::otel::Process::context)
     }
 
     /// The delivery tag (shorthand for `envelope.delivery_tag`).
     pub fn delivery_tag(&self) -> u64 {
         self.envelope.delivery_tag
+    }
+
+    /// The message's offset in the stream it was consumed from: the `x-stream-offset`
+    /// header RabbitMQ adds to deliveries from a stream. `None` for other queues.
+    pub fn stream_offset(&self) -> Option<u64> {
+        stream_offset(&self.properties)
     }
 
     /// The channel the message arrived on.
@@ -67,6 +136,11 @@ impl Delivery {
 
     /// Acknowledges the message: the broker forgets it.
     pub async fn ack(&self, options: BasicAckOptions) -> Result<()> {
+        if self.traced() {
+            let settle = self.channel.basic_ack(self.envelope.delivery_tag, options);
+            // Boxed, so that an untraced acknowledgement's future stays as small as before.
+            return Box::pin(self.within_spans(settle)).await;
+        }
         self.channel
             .basic_ack(self.envelope.delivery_tag, options)
             .await
@@ -75,6 +149,11 @@ impl Delivery {
     /// Rejects the message (and with `multiple`, every earlier unacknowledged one); by default
     /// it is requeued.
     pub async fn nack(&self, options: BasicNackOptions) -> Result<()> {
+        if self.traced() {
+            let settle = self.channel.basic_nack(self.envelope.delivery_tag, options);
+            // Boxed, so that an untraced acknowledgement's future stays as small as before.
+            return Box::pin(self.within_spans(settle)).await;
+        }
         self.channel
             .basic_nack(self.envelope.delivery_tag, options)
             .await
@@ -82,6 +161,13 @@ impl Delivery {
 
     /// Rejects the message; by default it is requeued.
     pub async fn reject(&self, options: BasicRejectOptions) -> Result<()> {
+        if self.traced() {
+            let settle = self
+                .channel
+                .basic_reject(self.envelope.delivery_tag, options);
+            // Boxed, so that an untraced acknowledgement's future stays as small as before.
+            return Box::pin(self.within_spans(settle)).await;
+        }
         self.channel
             .basic_reject(self.envelope.delivery_tag, options)
             .await
@@ -105,20 +191,11 @@ impl std::ops::Deref for GetMessage {
     }
 }
 
-/// A message the broker sent back (`basic.return`): it was published `mandatory` and no queue
-/// took it, or `immediate` and no consumer could.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReturnedMessage {
-    /// Why: usually `312 NO_ROUTE`.
-    pub reply_code: ReplyCode,
-    /// The broker's explanation.
-    pub reply_text: ShortString,
-    /// The exchange the message was published to.
-    pub exchange: ShortString,
-    /// The routing key it was published with.
-    pub routing_key: ShortString,
-    /// The message properties.
-    pub properties: BasicProperties,
-    /// The message body.
-    pub body: Bytes,
+/// The stream offset RabbitMQ put in a stream delivery's `x-stream-offset` header.
+pub(crate) fn stream_offset(properties: &BasicProperties) -> Option<u64> {
+    let headers = properties.headers.as_ref()?;
+    let offset = headers
+        .get(crate::channel::STREAM_OFFSET_ARGUMENT)?
+        .as_i64()?;
+    u64::try_from(offset).ok()
 }

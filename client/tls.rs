@@ -28,6 +28,14 @@
 //! PEM files are read on every connect, so a renewed certificate is picked up by the next
 //! connection.
 //!
+//! # The `tls` feature
+//!
+//! TLS is a Cargo feature, `tls`, on by default. A build with `default-features = false`
+//! compiles neither rustls nor ring (most of warren's build time); [`TlsOptions`] and this
+//! module's types still exist, so code compiles the same either way, but a connection with
+//! TLS options (an `amqps` URI) then fails before opening a socket, with
+//! [`TlsError::NotEnabled`], whose message names the feature.
+//!
 //! # Example
 //!
 //! Trust your own CA, present a client certificate, and log in with SASL EXTERNAL, so that the
@@ -68,22 +76,38 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+#[cfg(feature = "tls")]
 use rustls::client::ResolvesClientCert;
+#[cfg(feature = "tls")]
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+#[cfg(feature = "tls")]
 use rustls::crypto::CryptoProvider;
+#[cfg(feature = "tls")]
 use rustls::pki_types::pem::{self, PemObject};
+#[cfg(feature = "tls")]
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+#[cfg(feature = "tls")]
 use rustls::sign::CertifiedKey;
+#[cfg(feature = "tls")]
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, PeerIncompatible,
     RootCertStore, SignatureScheme,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+#[cfg(feature = "tls")]
+pub(crate) use tokio_rustls::client::TlsStream;
 
-use crate::connection::{TlsOptions, TrustRoots};
+// Without the `tls` feature: the same functions, which refuse TLS, and a stream type that
+// cannot exist, so the transport compiles unchanged.
+#[cfg(not(feature = "tls"))]
+mod disabled;
+#[cfg(not(feature = "tls"))]
+pub(crate) use disabled::{TlsStream, alert_after_write_error, connect, map_io_error};
+
+use crate::config::{TlsOptions, TrustRoots};
 
 /// What went wrong with TLS: which check failed, and what to do about it.
 ///
@@ -177,6 +201,9 @@ pub enum TlsError {
     /// The connection failed during the handshake at the socket level (reset, closed); the
     /// I/O error is also the [`source`](std::error::Error::source).
     Io(Arc<io::Error>),
+    /// This build of warren has no TLS: it was compiled without the `tls` Cargo feature
+    /// (on by default), so `amqps` connections are not possible.
+    NotEnabled,
     /// Another TLS failure; the text is rustls's.
     Other {
         /// The message.
@@ -289,17 +316,18 @@ impl fmt::Display for TlsError {
                 "the client certificate and key cannot be used: {reason}; check that the key \
                  belongs to the certificate"
             ),
-            Self::NoTrustRoots { reason } => write!(f, "no CA to trust: {reason}"),
+            Self::NoTrustRoots { reason } => write!(f, "TLS has no CA to trust: {reason}"),
             Self::InvalidServerName { name } => write!(
                 f,
                 "{name:?} is not a valid TLS server name (a DNS name or an IP address)"
             ),
-            Self::Io(error) => write!(
-                f,
-                "the connection failed during the TLS handshake ({}): {error}",
-                error.kind()
+            // The I/O error is the source, for reporters to print once.
+            Self::Io(_) => f.write_str("the connection failed during the TLS handshake"),
+            Self::NotEnabled => f.write_str(
+                "this program was built without TLS support: amqps connections need warren's \
+                 `tls` Cargo feature (on by default; enable it, or use amqp://)",
             ),
-            Self::Other { message } => f.write_str(message),
+            Self::Other { message } => write!(f, "TLS failed: {message}"),
         }
     }
 }
@@ -319,11 +347,25 @@ impl From<TlsError> for crate::Error {
     }
 }
 
-/// The crypto provider of every warren TLS connection.
+#[cfg(feature = "tls")]
+/// The crypto provider of every warren TLS connection: rustls's *ring* provider.
+///
+/// rustls 0.23.48 deprecates `rustls::crypto::ring::default_provider` because *ring* has no
+/// post-quantum key exchange, and offers no other way to get that provider (its own docs still
+/// name this function). The choice of *ring* is deliberate (it builds with a C compiler alone;
+/// see README, TLS), so the deprecation is acknowledged here, in this one place, rather than
+/// worked around by rebuilding the provider from its parts. Moving to aws-lc-rs, the provider
+/// with post-quantum key exchange, is a separate decision. `.ci/run` checks the workspace with
+/// the newest compatible dependencies, so the next deprecation shows up there first.
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .get_or_init(|| {
+            // `allow`, not `expect`: with rustls before 0.23.48 there is nothing to allow.
+            #[allow(deprecated)]
+            let ring = rustls::crypto::ring::default_provider();
+            Arc::new(ring)
+        })
         .clone()
 }
 
@@ -332,6 +374,7 @@ fn provider() -> Arc<CryptoProvider> {
 ///
 /// [`connect`] builds its own (to learn whether the server asked for a client certificate);
 /// this is for checking options up front.
+#[cfg(feature = "tls")]
 #[allow(dead_code)] // used by the tests; kept for validating options before connecting
 pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(build_config(options)?.0)
@@ -339,6 +382,7 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, T
 
 /// [`client_config`], plus the client certificate resolver, which records whether the server
 /// asked for a certificate.
+#[cfg(feature = "tls")]
 fn build_config(
     options: &TlsOptions,
 ) -> Result<(Arc<ClientConfig>, Arc<ClientIdentity>), TlsError> {
@@ -394,6 +438,7 @@ fn build_config(
 /// The name sent in SNI and checked against the certificate is [`TlsOptions::server_name`], or
 /// else `host`; an IP address (`127.0.0.1`, `::1`) is checked against the certificate's IP
 /// address SANs.
+#[cfg(feature = "tls")]
 pub(crate) async fn connect(
     tcp: TcpStream,
     options: &TlsOptions,
@@ -434,6 +479,7 @@ pub(crate) async fn connect(
 ///
 /// A write can fail with `BrokenPipe` or `ConnectionReset` before the alert has been read: see
 /// [`alert_after_write_error`].
+#[cfg(feature = "tls")]
 pub(crate) fn map_io_error(error: &io::Error) -> Option<TlsError> {
     let rustls_error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
     Some(from_rustls(rustls_error, None))
@@ -447,6 +493,7 @@ pub(crate) fn map_io_error(error: &io::Error) -> Option<TlsError> {
 /// `ConnectionReset` while the alert still waits in the receive buffer (seen against RabbitMQ
 /// in about two connections of five). Call this with the write's error already checked by
 /// [`map_io_error`]; it returns `None` if the read brings data, a plain EOF or no TLS error.
+#[cfg(feature = "tls")]
 pub(crate) async fn alert_after_write_error<S>(stream: &mut S, within: Duration) -> Option<TlsError>
 where
     S: AsyncRead + Unpin,
@@ -459,6 +506,7 @@ where
 }
 
 /// Maps a handshake failure.
+#[cfg(feature = "tls")]
 fn handshake_error(error: io::Error, server_name: &str, identity: &ClientIdentity) -> TlsError {
     let Some(rustls_error) = error
         .get_ref()
@@ -479,6 +527,7 @@ fn handshake_error(error: io::Error, server_name: &str, identity: &ClientIdentit
 }
 
 /// Maps a rustls error; `server_name` is known during the handshake.
+#[cfg(feature = "tls")]
 fn from_rustls(error: &rustls::Error, server_name: Option<&str>) -> TlsError {
     use rustls::Error as E;
     let server_name = server_name.unwrap_or("the server").to_owned();
@@ -556,6 +605,7 @@ fn presented_name(name: &str) -> String {
 }
 
 /// The trust roots for `options`.
+#[cfg(feature = "tls")]
 fn root_store(options: &TlsOptions) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     match options.roots {
@@ -615,6 +665,7 @@ fn platform_roots() -> &'static [CertificateDer<'static>] {
     })
 }
 
+#[cfg(feature = "tls")]
 #[cfg(not(feature = "native-roots"))]
 fn platform_roots() -> &'static [CertificateDer<'static>] {
     &[]
@@ -626,6 +677,7 @@ fn add_bundled_roots(roots: &mut RootCertStore) -> Result<(), TlsError> {
     Ok(())
 }
 
+#[cfg(feature = "tls")]
 #[cfg(not(feature = "webpki-roots"))]
 fn add_bundled_roots(_roots: &mut RootCertStore) -> Result<(), TlsError> {
     Err(TlsError::NoTrustRoots {
@@ -643,6 +695,7 @@ fn read_pem(path: &Path, kind: PemKind) -> Result<Vec<u8>, TlsError> {
 }
 
 /// The certificates of a PEM file; at least one.
+#[cfg(feature = "tls")]
 fn read_certificates(path: &Path, kind: PemKind) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read_pem(path, kind)?;
     let invalid = |reason: String| TlsError::Pem {
@@ -662,6 +715,7 @@ fn read_certificates(path: &Path, kind: PemKind) -> Result<Vec<CertificateDer<'s
 }
 
 /// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+#[cfg(feature = "tls")]
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read_pem(path, PemKind::ClientKey)?;
     let invalid = |reason: String| TlsError::Pem {
@@ -693,6 +747,7 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// Describes a PEM parse error without quoting the file.
+#[cfg(feature = "tls")]
 fn pem_error(error: &pem::Error) -> String {
     match error {
         pem::Error::MissingSectionEnd { .. } => "a PEM section has no `-----END` line".to_owned(),
@@ -706,12 +761,14 @@ fn pem_error(error: &pem::Error) -> String {
 
 /// Presents the client certificate, if any, when the server asks for one, and records that it
 /// asked.
+#[cfg(feature = "tls")]
 #[derive(Debug)]
 struct ClientIdentity {
     key: Option<Arc<CertifiedKey>>,
     requested: AtomicBool,
 }
 
+#[cfg(feature = "tls")]
 impl ResolvesClientCert for ClientIdentity {
     fn resolve(
         &self,
@@ -733,11 +790,13 @@ impl ResolvesClientCert for ClientIdentity {
 /// Accepts any server certificate, for [`TlsOptions::dangerous_skip_verification`], but still
 /// checks that the server's handshake signatures are made with the key of the certificate it
 /// sent, with the provider's algorithms.
+#[cfg(feature = "tls")]
 #[derive(Debug)]
 struct SkipVerification {
     provider: Arc<CryptoProvider>,
 }
 
+#[cfg(feature = "tls")]
 impl ServerCertVerifier for SkipVerification {
     fn verify_server_cert(
         &self,
@@ -785,7 +844,7 @@ impl ServerCertVerifier for SkipVerification {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tls"))]
 mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::AtomicUsize;

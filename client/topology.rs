@@ -4,8 +4,44 @@
 //! deleted, so that recovery can declare it all again on a new connection. Passive declares
 //! record nothing: they create nothing.
 
-use crate::channel::ExchangeKind;
+use std::fmt;
+
 use crate::wire::{FieldTable, ShortString};
+
+/// The type of an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExchangeKind {
+    /// Routes to queues whose binding key equals the routing key.
+    Direct,
+    /// Routes to every bound queue, ignoring the routing key.
+    Fanout,
+    /// Routes by pattern: `*` matches one dot-separated word, `#` zero or more.
+    Topic,
+    /// Routes by message headers, as the binding's arguments (`x-match`) say.
+    Headers,
+    /// A plugin's exchange type, e.g. `x-consistent-hash` or `x-delayed-message`.
+    Custom(String),
+}
+
+impl ExchangeKind {
+    /// The type's name as the broker knows it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+            Self::Topic => "topic",
+            Self::Headers => "headers",
+            Self::Custom(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for ExchangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// An exchange declared on the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +142,8 @@ pub struct RecordedConsumer {
     pub tag: ShortString,
     /// Automatic acknowledgement.
     pub no_ack: bool,
+    /// Not sent the connection's own publishes (RabbitMQ ignores it).
+    pub no_local: bool,
     /// Exclusive consumer.
     pub exclusive: bool,
     /// Consume arguments.
@@ -212,12 +250,82 @@ impl Topology {
         self.forget_abandoned_queues(queues);
     }
 
+    /// Gives a server-named queue the name the broker chose when recovery declared it again,
+    /// in its record, its bindings and its consumers.
+    pub(crate) fn rename_queue(&mut self, old: &ShortString, new: &ShortString) {
+        for queue in &mut self.queues {
+            if queue.name == *old {
+                queue.name = new.clone();
+            }
+        }
+        let old_destination = BindingDestination::Queue(old.clone());
+        for binding in &mut self.bindings {
+            if binding.destination == old_destination {
+                binding.destination = BindingDestination::Queue(new.clone());
+            }
+        }
+        for consumer in &mut self.consumers {
+            if consumer.queue == *old {
+                consumer.queue = new.clone();
+            }
+        }
+    }
+
     fn forget_abandoned_queues(&mut self, queues: Vec<ShortString>) {
         for queue in queues {
             let auto_delete = self.queues.iter().any(|q| q.name == queue && q.auto_delete);
             if auto_delete && !self.consumers.iter().any(|c| c.queue == queue) {
                 self.delete_queue(&queue);
             }
+        }
+    }
+}
+
+/// Something recovery restores, as [`ConnectionEvent::TopologyRecoveryFailed`] names it.
+///
+/// [`ConnectionEvent::TopologyRecoveryFailed`]: crate::ConnectionEvent::TopologyRecoveryFailed
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TopologyEntity {
+    /// A channel, or one of its settings.
+    Channel {
+        /// Channel number.
+        channel: u16,
+        /// What failed: `channel.open`, `basic.qos`, `confirm.select` or `tx.select`.
+        what: &'static str,
+    },
+    /// An exchange declaration.
+    Exchange(RecordedExchange),
+    /// A queue declaration.
+    Queue(RecordedQueue),
+    /// A binding (queue or exchange-to-exchange).
+    Binding(RecordedBinding),
+    /// A consumer; its stream ended with [`Error::ConsumerNotRecovered`](crate::Error::ConsumerNotRecovered).
+    Consumer(RecordedConsumer),
+}
+
+impl fmt::Display for TopologyEntity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Channel { channel, what } => write!(f, "{what} on channel {channel}"),
+            Self::Exchange(exchange) => write!(f, "exchange '{}'", exchange.name),
+            Self::Queue(queue) => write!(f, "queue '{}'", queue.name),
+            Self::Binding(binding) => {
+                let (kind, destination) = match &binding.destination {
+                    BindingDestination::Queue(name) => ("queue", name),
+                    BindingDestination::Exchange(name) => ("exchange", name),
+                };
+                write!(
+                    f,
+                    "binding of {kind} '{destination}' to exchange '{}' with key '{}'",
+                    binding.source, binding.routing_key
+                )
+            }
+            Self::Consumer(consumer) => write!(
+                f,
+                "consumer {} of queue '{}' on channel {}",
+                consumer.tag, consumer.queue, consumer.channel
+            ),
         }
     }
 }
@@ -248,6 +356,7 @@ mod tests {
             queue: ShortString::from_static(queue),
             tag: ShortString::from_static(tag),
             no_ack: false,
+            no_local: false,
             exclusive: false,
             arguments: FieldTable::new(),
         }
@@ -284,5 +393,35 @@ mod tests {
         assert_eq!(topology.queues.len(), 1, "q lost its last consumer");
         assert!(topology.bindings.is_empty());
         assert!(topology.exchanges.is_empty(), "x lost its last binding");
+    }
+
+    #[test]
+    fn a_renamed_queue_takes_its_bindings_and_consumers_along() {
+        let mut topology = Topology::default();
+        let old = ShortString::from_static("amq.gen-old");
+        let new = ShortString::from_static("amq.gen-new");
+        topology.declare_queue(RecordedQueue {
+            server_named: true,
+            ..queue("amq.gen-old", false)
+        });
+        topology.declare_queue(queue("other", false));
+        topology.bind(RecordedBinding::queue(
+            &ShortString::from_static("x"),
+            &old,
+            &ShortString::default(),
+            &FieldTable::new(),
+        ));
+        topology.add_consumer(consumer(1, "amq.gen-old", "a"));
+        topology.add_consumer(consumer(1, "other", "b"));
+        topology.rename_queue(&old, &new);
+        assert_eq!(topology.queues[0].name, new);
+        assert!(topology.queues[0].server_named);
+        assert_eq!(topology.queues[1].name, "other");
+        assert_eq!(
+            topology.bindings[0].destination,
+            BindingDestination::Queue(new.clone())
+        );
+        assert_eq!(topology.consumers[0].queue, new);
+        assert_eq!(topology.consumers[1].queue, "other");
     }
 }

@@ -7,7 +7,6 @@
 
 use futures_util::StreamExt;
 use warren::protocol::BasicProperties;
-use warren::wire::ShortString;
 use warren::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, Confirmation,
     Connection, QueueDeclareOptions, QueueDeleteOptions,
@@ -42,10 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let properties = BasicProperties {
-        content_type: Some(ShortString::from_static("text/plain")),
-        ..Default::default()
-    };
+    let properties = BasicProperties::default().with_content_type("text/plain");
     let confirm = channel
         .basic_publish(
             "",

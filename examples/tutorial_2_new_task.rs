@@ -13,8 +13,7 @@
 //! WARREN_EXAMPLE_PREFIX, if set, is put in front of the queue name; the tests use it to run
 //! examples side by side on one broker.
 
-use warren::wire::ShortString;
-use warren::{BasicProperties, BasicPublishOptions, Connection, QueueDeclareOptions};
+use warren::{BasicProperties, BasicPublishOptions, Connection, DeliveryMode, QueueDeclareOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,11 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Persistent (delivery mode 2): a durable queue writes the message to disk. Tutorial 7's
     // publisher confirms tell when that has happened.
-    let properties = BasicProperties {
-        delivery_mode: Some(2),
-        content_type: Some(ShortString::from_static("text/plain")),
-        ..Default::default()
-    };
+    let properties = BasicProperties::default()
+        .with_delivery_mode(DeliveryMode::Persistent)
+        .with_content_type("text/plain");
     channel
         .basic_publish(
             "",

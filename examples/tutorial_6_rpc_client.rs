@@ -22,7 +22,6 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use warren::wire::ShortString;
 use warren::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, Channel, Connection, Consumer,
     QueueDeclareOptions,
@@ -80,12 +79,10 @@ impl FibonacciRpcClient {
     async fn call(&mut self, n: u64) -> Result<u64, Box<dyn std::error::Error>> {
         // The reply queue is ours alone, so a counter is a unique enough id.
         self.calls += 1;
-        let correlation_id = ShortString::try_from(format!("fib-{}", self.calls))?;
-        let properties = BasicProperties {
-            reply_to: Some(ShortString::try_from(self.reply_to.as_str())?),
-            correlation_id: Some(correlation_id.clone()),
-            ..Default::default()
-        };
+        let correlation_id = format!("fib-{}", self.calls);
+        let properties = BasicProperties::default()
+            .with_reply_to(&self.reply_to)
+            .with_correlation_id(&correlation_id);
         self.channel
             .basic_publish(
                 "",
@@ -100,7 +97,7 @@ impl FibonacciRpcClient {
             while let Some(reply) = self.replies.next().await {
                 let reply = reply?;
                 // Replies to earlier calls that timed out may still arrive: skip them.
-                if reply.properties.correlation_id.as_ref() == Some(&correlation_id) {
+                if reply.properties.correlation_id.as_deref() == Some(correlation_id.as_str()) {
                     return Ok(std::str::from_utf8(&reply.body)?.parse()?);
                 }
             }

@@ -7,6 +7,9 @@
 #   scripts/rabbitmq-node.sh wait   NAME AMQP_PORT   # wait until it has booted (timeout 60 s)
 #   scripts/rabbitmq-node.sh stop   NAME AMQP_PORT   # stop it and remove /tmp/rmq-extra/NAME
 #   scripts/rabbitmq-node.sh status NAME AMQP_PORT   # exit 0 if it runs, 3 if not
+#   scripts/rabbitmq-node.sh pid    NAME AMQP_PORT   # print the OS pid of its beam.smp; exit 3 if none
+#   scripts/rabbitmq-node.sh halt   NAME AMQP_PORT   # stop it cleanly but KEEP its files (`start` resumes)
+#   scripts/rabbitmq-node.sh kill   NAME AMQP_PORT   # kill -9 it, keep its files; exit 3 if not running
 #
 # Everything of the node lives under /tmp/rmq-extra/NAME: mnesia/, log/ (NAME@HOST.log), its own
 # rabbitmq.conf, enabled_plugins and an empty rabbitmq-env.conf, and the pid file NAME.pid. The
@@ -19,8 +22,14 @@
 #
 # Needs root (the Debian wrappers in /usr/sbin switch to the rabbitmq user) or the rabbitmq user.
 # `start` returns once the node has registered with epmd (about 1.5 s), not when it has booted:
-# call `wait` before using it (start to end of `wait`: 6-7 s for one node here). `start` and `stop`
-# of one NAME are serialised by flock on /tmp/rmq-extra/.NAME.lock. Recipe: shared/RABBITMQ.md §4.
+# call `wait` before using it (start to end of `wait`: 6-7 s for one node here). `start`, `stop`,
+# `halt` and `kill` of one NAME are serialised by flock on /tmp/rmq-extra/.NAME.lock. Recipe:
+# shared/RABBITMQ.md §4.
+#
+# `halt` and `kill` are for fault injection and clusters: a node started again after either keeps
+# its data and, in a cluster, rejoins its peers by itself. `kill` returns once the process is gone
+# and the name has left epmd (about 0.1 s), so `start` can follow at once. A node restarted in a
+# cluster waits (up to 10 x 30 s) for its peers' tables: `wait` for it before stopping the others.
 set -euo pipefail
 
 readonly EXTRA_ROOT=/tmp/rmq-extra
@@ -29,7 +38,7 @@ readonly WAIT_TIMEOUT=${RABBITMQ_NODE_WAIT_TIMEOUT:-60}
 prog=${0##*/}
 
 usage() {
-    echo "usage: $prog start|stop|wait|status NAME AMQP_PORT" >&2
+    echo "usage: $prog start|stop|wait|status|pid|halt|kill NAME AMQP_PORT" >&2
     exit 2
 }
 
@@ -60,7 +69,7 @@ live_pid() {
     [[ -s $pidfile ]] || return 1
     pid=$(<"$pidfile")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    read -r _ comm state _ <"/proc/$pid/stat" 2>/dev/null || return 1
+    { read -r _ comm state _ <"/proc/$pid/stat"; } 2>/dev/null || return 1
     [[ $comm == "(beam.smp)" && $state != Z ]] || return 1
     echo "$pid"
 }
@@ -153,8 +162,9 @@ do_wait() {
     echo "$prog: $node is up (AMQP port $port)"
 }
 
+# Stops the node; removes its files unless $1 is "keep".
 do_stop() {
-    local pid i
+    local keep=${1:-} pid i
     take_lock
     if running; then
         pid=$(live_pid || true)
@@ -170,14 +180,45 @@ do_stop() {
             kill -9 "$pid" 2>/dev/null || true
         fi
     fi
+    if [[ $keep == keep ]]; then
+        echo "$prog: $node stopped, $base kept"
+        return 0
+    fi
     rm -rf "$base"
     echo "$prog: $node stopped, $base removed"
+}
+
+# kill -9 of the node's beam.smp; waits until the process has exited and epmd has dropped the name.
+do_kill() {
+    local pid i
+    take_lock
+    if ! pid=$(live_pid); then
+        echo "$prog: $node is not running (no live pid in $pidfile)" >&2
+        exit 3
+    fi
+    kill -9 "$pid"
+    for ((i = 0; i < 200; i++)); do
+        if ! live_pid >/dev/null && ! registered; then
+            echo "$prog: $node killed (kill -9 $pid), $base kept"
+            return 0
+        fi
+        sleep 0.05
+    done
+    die "$node (pid $pid) still there 10 s after kill -9"
 }
 
 case $cmd in
 start) do_start ;;
 wait) do_wait ;;
 stop) do_stop ;;
+halt) do_stop keep ;;
+kill) do_kill ;;
+pid)
+    live_pid || {
+        echo "$prog: $node has no live process" >&2
+        exit 3
+    }
+    ;;
 status)
     if running; then
         echo "$prog: $node is running"

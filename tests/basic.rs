@@ -84,21 +84,31 @@ fn all_properties() -> BasicProperties {
         user_id: Some(ShortString::try_from(username).unwrap()),
         app_id: Some(s("warren-tests")),
         reserved: Some(s("cluster-a")),
+        invalid: None,
     }
 }
 
-async fn exclusive_queue(channel: &warren::Channel) -> String {
-    declare_queue_with(
-        channel,
-        "",
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .name
-    .to_string()
+/// The chainable setters build exactly what the fields say.
+#[test]
+fn the_setters_build_what_setting_the_fields_builds() {
+    let username = options().get_username().to_owned();
+    let built = BasicProperties::default()
+        .with_content_type("application/json")
+        .with_content_encoding(String::from("gzip"))
+        .with_headers(rich_headers())
+        .with_delivery_mode(warren::DeliveryMode::Persistent)
+        .with_priority(7)
+        .with_correlation_id(String::from("correlation-42"))
+        .with_reply_to(s("reply-queue"))
+        .with_expiration("600000")
+        .with_message_id(s("message-1"))
+        .with_timestamp(Timestamp(1_700_000_123))
+        .with_kind("order.created")
+        .with_user_id(username)
+        .with_app_id("warren-tests")
+        .with_reserved("cluster-a");
+    assert_eq!(built, all_properties());
+    assert!(built.is_persistent());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -922,6 +932,48 @@ async fn bodies_at_frame_boundaries_round_trip() {
     .await;
 }
 
+/// A string over 255 bytes given to a property setter fails that publish with a typed error
+/// naming the property, never a panic; the channel and its confirm numbering go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_property_over_255_bytes_fails_its_publish_alone() {
+    run(async {
+        let connection = connect().await;
+        let channel = confirm_channel(&connection).await;
+        let queue = exclusive_queue(&channel).await;
+        publish(&channel, "", &queue, b"before").await;
+        let long = "x".repeat(256);
+        let refused = [
+            (
+                BasicProperties::default()
+                    .with_correlation_id(&long)
+                    .with_content_type("text/plain"),
+                "`correlation_id`",
+            ),
+            (
+                BasicProperties::default().with_header(long.as_str(), 1),
+                "`headers`",
+            ),
+        ];
+        for (properties, property) in refused {
+            let result = within(
+                "basic.publish with a property over 255 bytes",
+                channel.basic_publish("", &queue, BasicPublishOptions::default(), "x", properties),
+            )
+            .await;
+            match result {
+                Err(warren::Error::InvalidArgument(text)) => {
+                    assert!(text.contains(property) && text.contains("256"), "{text}");
+                }
+                other => panic!("expected InvalidArgument, got {other:?}"),
+            }
+        }
+        publish(&channel, "", &queue, b"after").await;
+        assert!(channel.is_open());
+        assert_eq!(queue_counts(&channel, &queue).await.message_count, 2);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publish_whose_header_exceeds_frame_max_fails_alone() {
     run(async {
@@ -1072,6 +1124,365 @@ async fn every_returns_stream_sees_every_return() {
         // The streams end when the channel closes.
         within("channel.close", channel.close()).await.unwrap();
         assert!(within("returns end", first.next()).await.is_none());
+        within("connection.close", connection.close())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+// ===== bodies =====
+
+/// Bodies borrowed for the call only (`&str`, `&[u8]`, `&String`, `&Vec<u8>`, `&[u8; N]`) are
+/// copied before `basic_publish` returns, whatever their size: short ones into the frames,
+/// long ones (past 4 KiB, and past frame_max, so in several body frames) into a buffer of
+/// their own. The source is overwritten right after each call, and the broker still gets what
+/// it held at the call.
+#[tokio::test(flavor = "multi_thread")]
+async fn borrowed_bodies_of_every_size_are_copied_before_the_call_returns() {
+    run(async {
+        let connection = connect().await;
+        let channel = confirm_channel(&connection).await;
+        let queue = exclusive_queue(&channel).await;
+        let frame_max = connection.frame_max() as usize;
+        let sizes = [
+            0,
+            1,
+            4095,
+            4096,
+            4097,
+            frame_max - 8,
+            frame_max - 7,
+            3 * frame_max + 5,
+        ];
+        for size in sizes {
+            let original: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let mut buffer = original.clone();
+            let confirm = within(
+                "basic.publish of a borrowed body",
+                channel.basic_publish(
+                    "",
+                    &queue,
+                    BasicPublishOptions::default(),
+                    buffer.as_slice(),
+                    BasicProperties::default(),
+                ),
+            )
+            .await
+            .unwrap();
+            // The borrow ended with the call: the buffer may change before the confirm.
+            buffer.iter_mut().for_each(|b| *b = b'!');
+            drop(buffer);
+            assert!(within("confirmation", confirm).await.unwrap().is_ack());
+            let got = get_body(&channel, &queue).await;
+            assert_eq!(
+                got.as_deref(),
+                Some(&original[..]),
+                "a body of {size} bytes"
+            );
+        }
+
+        // Every borrowed form, from data local to this function.
+        let text = format!("local {}", unique("text"));
+        let vector = text.as_bytes().to_vec();
+        let array: [u8; 5] = *b"array";
+        let confirms = vec![
+            channel
+                .basic_publish(
+                    "",
+                    &queue,
+                    BasicPublishOptions::default(),
+                    text.as_str(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap(),
+            channel
+                .basic_publish(
+                    "",
+                    &queue,
+                    BasicPublishOptions::default(),
+                    &text,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap(),
+            channel
+                .basic_publish(
+                    "",
+                    &queue,
+                    BasicPublishOptions::default(),
+                    &vector,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap(),
+            channel
+                .basic_publish(
+                    "",
+                    &queue,
+                    BasicPublishOptions::default(),
+                    &array,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap(),
+        ];
+        for confirm in confirms {
+            assert!(within("confirmation", confirm).await.unwrap().is_ack());
+        }
+        for expected in [text.as_bytes(), text.as_bytes(), &vector[..], b"array"] {
+            assert_eq!(get_body(&channel, &queue).await.as_deref(), Some(expected));
+        }
+    })
+    .await;
+}
+
+/// A borrowed mandatory body that the broker returns is matched to its publish: the returned
+/// message carries the body, short (encoded with the frames) or long.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_returned_borrowed_body_comes_back_with_its_confirmation() {
+    run(async {
+        let connection = connect().await;
+        let channel = confirm_channel(&connection).await;
+        let mandatory = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let unroutable = unique("nowhere");
+        for size in [7, 10_000] {
+            let body = "r".repeat(size);
+            let confirm = within(
+                "basic.publish",
+                channel.basic_publish(
+                    "amq.direct",
+                    &unroutable,
+                    mandatory,
+                    &body,
+                    BasicProperties::default(),
+                ),
+            )
+            .await
+            .unwrap();
+            match within("confirmation", confirm).await.unwrap() {
+                warren::Confirmation::Returned(message) => {
+                    assert_eq!(message.body, body.as_bytes())
+                }
+                other => panic!("expected Returned, got {other:?}"),
+            }
+        }
+    })
+    .await;
+}
+
+/// A header table `depth` tables deep (the headers table itself is the first), built without
+/// recursion; the innermost holds `"bottom" => "reached"`.
+fn nested_headers(depth: usize) -> FieldTable {
+    let mut table = FieldTable::new().with("bottom", "reached");
+    for _ in 1..depth {
+        table = FieldTable::new().with("n", table);
+    }
+    table
+}
+
+/// Publishes `properties` and expects warren to refuse it with `Error::Encode`, before anything
+/// is sent: the confirm-mode channel and the connection stay usable, and the queue gets
+/// nothing.
+async fn assert_publish_refused(
+    channel: &warren::Channel,
+    queue: &str,
+    properties: BasicProperties,
+    expected: warren::wire::EncodeError,
+) {
+    let result = channel.basic_publish(
+        "",
+        queue,
+        BasicPublishOptions::default(),
+        "refused",
+        properties,
+    );
+    match within("basic.publish of an unsendable header", result).await {
+        Err(warren::Error::Encode(error)) => assert_eq!(error, expected),
+        Err(other) => panic!("expected Error::Encode, got {other}"),
+        Ok(_) => panic!("expected Error::Encode, the publish was queued"),
+    }
+    // The confirm numbering is intact: the next publish is acked as itself.
+    publish(channel, "", queue, b"sentinel").await;
+    assert!(channel.is_open());
+    assert!(channel.connection().is_open());
+    assert_eq!(queue_counts(channel, queue).await.message_count, 1);
+    assert_eq!(
+        get_body(channel, queue).await.as_deref(),
+        Some(&b"sentinel"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_nested_deeper_than_32_levels_are_refused_at_publish() {
+    use warren::wire::{EncodeError, MAX_NESTING};
+    run(async {
+        let connection = connect().await;
+        let channel = confirm_channel(&connection).await;
+        let queue = exclusive_queue(&channel).await;
+
+        // 32 levels, the most warren accepts on receipt, go through the broker and back.
+        let deepest = BasicProperties {
+            headers: Some(nested_headers(MAX_NESTING)),
+            ..Default::default()
+        };
+        publish_with(&channel, "", &queue, b"32 deep", deepest.clone()).await;
+        let got = within(
+            "basic.get",
+            channel.basic_get(&queue, BasicGetOptions { no_ack: true }),
+        )
+        .await
+        .expect("a 32-deep header decodes")
+        .expect("the message is there");
+        assert_eq!(got.properties.headers, deepest.headers);
+
+        // One more level is refused before it is sent.
+        let too_deep = BasicProperties {
+            headers: Some(nested_headers(MAX_NESTING + 1)),
+            ..Default::default()
+        };
+        assert_publish_refused(
+            &channel,
+            &queue,
+            too_deep,
+            EncodeError::NestingTooDeep { limit: MAX_NESTING },
+        )
+        .await;
+        // An array counts as a level too.
+        let array_too_deep = BasicProperties {
+            headers: Some(nested_headers(MAX_NESTING).with(
+                "list",
+                FieldValue::from(vec![FieldValue::Table(nested_headers(MAX_NESTING))]),
+            )),
+            ..Default::default()
+        };
+        assert_publish_refused(
+            &channel,
+            &queue,
+            array_too_deep,
+            EncodeError::NestingTooDeep { limit: MAX_NESTING },
+        )
+        .await;
+
+        // 50 000 levels: the same typed error, no stack overflow (the test's thread has the
+        // default 2 MiB stack).
+        let abysmal = BasicProperties {
+            headers: Some(nested_headers(50_000)),
+            ..Default::default()
+        };
+        assert_publish_refused(
+            &channel,
+            &queue,
+            abysmal,
+            EncodeError::NestingTooDeep { limit: MAX_NESTING },
+        )
+        .await;
+        within("connection.close", connection.close())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+/// RabbitMQ 3.10 closes the whole connection with 541 when a publish's headers hold a NaN or
+/// an infinity (`tests/common/raw.rs` shows it); warren refuses the one publish instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn non_finite_floats_are_refused_at_publish_and_in_arguments() {
+    use warren::wire::EncodeError;
+    run(async {
+        // What the broker does with one, through a raw connection: it closes it.
+        let probe = unique("nan-probe");
+        let connection = connect().await;
+        let channel = confirm_channel(&connection).await;
+        declare_queue(&channel, &probe).await;
+        let mut raw = raw::RawPublisher::connect().await;
+        let mut entries = vec![3, b'n', b'a', b'n', b'd'];
+        entries.extend_from_slice(&f64::NAN.to_be_bytes());
+        let outcome = raw
+            .publish(&probe, &raw::properties_with_header_entries(&entries), b"x")
+            .await;
+        assert!(
+            matches!(outcome, raw::RawOutcome::ConnectionClosed(541, _)),
+            "{outcome:?}"
+        );
+        raw.close().await;
+        within(
+            "queue.delete",
+            channel.queue_delete(&probe, Default::default()),
+        )
+        .await
+        .unwrap();
+
+        let queue = exclusive_queue(&channel).await;
+        let refused = |key: &'static str| EncodeError::NonFiniteFloat {
+            key: ShortString::from_static(key),
+        };
+        for (key, value) in [
+            ("nan64", FieldValue::F64(f64::NAN)),
+            ("inf64", FieldValue::F64(f64::INFINITY)),
+            ("-inf64", FieldValue::F64(f64::NEG_INFINITY)),
+            ("nan32", FieldValue::F32(f32::NAN)),
+            ("inf32", FieldValue::F32(f32::INFINITY)),
+            ("-inf32", FieldValue::F32(f32::NEG_INFINITY)),
+        ] {
+            let properties = BasicProperties {
+                headers: Some(
+                    FieldTable::new()
+                        .with("fine", 1.5f64)
+                        .with(key, value.clone()),
+                ),
+                ..Default::default()
+            };
+            assert_publish_refused(&channel, &queue, properties, refused(key)).await;
+            // Nested, and in an array, the same.
+            let nested = BasicProperties {
+                headers: Some(FieldTable::new().with(
+                    "outer",
+                    FieldTable::new().with("list", vec![FieldValue::I8(1), value.clone()]),
+                )),
+                ..Default::default()
+            };
+            assert_publish_refused(&channel, &queue, nested, refused("list")).await;
+        }
+
+        // queue.declare arguments (and every other method with a table) are checked too,
+        // whether sent with a reply or with no_wait.
+        let name = unique("nan-arguments");
+        let arguments = FieldTable::new().with("x-custom", f64::INFINITY);
+        let declared = channel
+            .queue_declare(
+                &name,
+                QueueDeclareOptions {
+                    arguments: arguments.clone(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        match declared {
+            Err(warren::Error::Encode(error)) => assert_eq!(error, refused("x-custom")),
+            other => panic!("expected Error::Encode, got {other:?}"),
+        }
+        let sent = channel
+            .send(warren::protocol::QueueDeclare {
+                queue: ShortString::try_from(name.as_str()).unwrap(),
+                no_wait: true,
+                arguments,
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            matches!(sent, Err(warren::Error::Encode(_))),
+            "no_wait declare: {sent:?}"
+        );
+        assert!(
+            !queue_exists(&connection, &name).await,
+            "nothing was declared"
+        );
+        assert!(channel.is_open());
         within("connection.close", connection.close())
             .await
             .unwrap();

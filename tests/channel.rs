@@ -89,17 +89,7 @@ async fn send_basic_ack_acknowledges_on_the_broker() {
     run(async {
         let connection = connect().await;
         let observer = confirm_channel(&connection).await;
-        let queue = declare_queue_with(
-            &observer,
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .name
-        .to_string();
+        let queue = exclusive_queue(&observer).await;
         publish(&observer, "", &queue, b"acked").await;
         publish(&observer, "", &queue, b"not acked").await;
 
@@ -297,17 +287,7 @@ async fn send_queue_declare_with_no_wait_creates_and_records_the_queue() {
 async fn send_confirm_select_with_no_wait_enables_confirms() {
     run(async {
         let (connection, channel) = channel().await;
-        let queue = declare_queue_with(
-            &channel,
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .name
-        .to_string();
+        let queue = exclusive_queue(&channel).await;
         within(
             "send(ConfirmSelect no_wait)",
             channel.send(ConfirmSelect { no_wait: true }),
@@ -344,17 +324,7 @@ async fn send_confirm_select_with_no_wait_enables_confirms() {
 async fn send_basic_cancel_with_no_wait_ends_the_consumer_stream() {
     run(async {
         let (connection, channel) = channel().await;
-        let queue = declare_queue_with(
-            &channel,
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .name
-        .to_string();
+        let queue = exclusive_queue(&channel).await;
         let mut consumer = within(
             "basic.consume",
             channel.basic_consume(&queue, BasicConsumeOptions::default()),
@@ -393,17 +363,7 @@ async fn send_basic_cancel_with_no_wait_ends_the_consumer_stream() {
 async fn a_closed_channel_returns_the_close_error() {
     run(async {
         let (connection, channel) = channel().await;
-        let queue = declare_queue_with(
-            &channel,
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .name
-        .to_string();
+        let queue = exclusive_queue(&channel).await;
         within("channel.close", channel.close())
             .await
             .expect("channel.close");
@@ -552,17 +512,7 @@ async fn a_call_past_its_deadline_times_out_and_leaves_the_channel_consistent() 
 async fn dropping_every_handle_closes_the_channel_on_the_broker() {
     run(async {
         let (connection, channel) = channel().await;
-        let queue = declare_queue_with(
-            &channel,
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .name
-        .to_string();
+        let queue = exclusive_queue(&channel).await;
         let observer = confirm_channel(&connection).await;
         publish(&observer, "", &queue, b"held").await;
         let consuming = open(&connection).await;
@@ -795,28 +745,8 @@ async fn gets_and_deliveries_interleave_on_one_channel() {
     run(async {
         let connection = connect().await;
         let setup = confirm_channel(&connection).await;
-        let consumed = declare_queue_with(
-            &setup,
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .name
-        .to_string();
-        let fetched = declare_queue_with(
-            &setup,
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .name
-        .to_string();
+        let consumed = exclusive_queue(&setup).await;
+        let fetched = exclusive_queue(&setup).await;
         // Bodies of several frames, so that content of both kinds is assembled side by side.
         let big = |tag: &str, i: usize| format!("{tag}{i}-{}", "z".repeat(300_000)).into_bytes();
         for i in 0..20 {
@@ -861,17 +791,7 @@ async fn an_ack_then_dropping_the_channel_keeps_the_ack() {
         let name = unique("conn-ack-drop");
         let connection = connect_with(options().connection_name(&name)).await;
         let setup = confirm_channel(&connection).await;
-        let queue = declare_queue_with(
-            &setup,
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .name
-        .to_string();
+        let queue = exclusive_queue(&setup).await;
         publish(&setup, "", &queue, b"acked").await;
         let channel = open(&connection).await;
         let message = within(

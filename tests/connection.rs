@@ -22,6 +22,11 @@ async fn connect_named(name: &str) -> warren::Connection {
     connect_with(options().connection_name(name)).await
 }
 
+/// A named connection that is not recovered when lost: these tests are about closing.
+async fn connect_named_without_recovery(name: &str) -> warren::Connection {
+    connect_with(options_without_recovery().connection_name(name)).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_password_is_an_authentication_error_fast() {
     run(async {
@@ -134,6 +139,14 @@ async fn nothing_listening_is_a_connect_error_naming_the_address() {
             other => panic!("expected Error::Connect, got {other:?}"),
         }
         assert!(error.to_string().contains(&address), "{error}");
+        // The refusal is the source and not part of the message, so reporters print it once.
+        let cause = std::error::Error::source(&error).expect("the I/O error is the source");
+        let io = cause.downcast_ref::<std::sync::Arc<std::io::Error>>();
+        assert_eq!(
+            io.map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        assert!(!error.to_string().contains(&cause.to_string()), "{error}");
         assert!(error.is_connection_fatal());
     })
     .await;
@@ -294,10 +307,10 @@ async fn heartbeat_of_one_second_keeps_an_idle_connection_alive() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_server_side_close_is_reported_to_waiters_and_events() {
+async fn without_recovery_a_server_side_close_is_reported_to_waiters_and_events() {
     run(async {
         let name = unique("conn-forced");
-        let connection = connect_named(&name).await;
+        let connection = connect_named_without_recovery(&name).await;
         let channel = open(&connection).await;
         let mut events = connection.events();
         let waiter = {
@@ -346,9 +359,9 @@ async fn a_server_side_close_is_reported_to_waiters_and_events() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_hard_error_closes_the_connection_and_every_channel() {
+async fn without_recovery_a_hard_error_closes_the_connection_and_every_channel() {
     run(async {
-        let (connection, first) = channel().await;
+        let (connection, first) = channel_with(options_without_recovery()).await;
         let second = open(&connection).await;
         let mut events = connection.events();
         let result = within(
@@ -761,7 +774,7 @@ fn url_with_vhost(encoded_vhost: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_vhost_of_the_uri_is_used_and_deleting_it_closes_the_connection() {
+async fn the_vhost_of_the_uri_is_used_and_deleting_it_closes_the_connection_without_recovery() {
     run(async {
         // A vhost with a slash in its name, percent-encoded in the URI.
         let vhost = format!("{}/slash", unique("vhost"));
@@ -774,7 +787,12 @@ async fn the_vhost_of_the_uri_is_used_and_deleting_it_closes_the_connection() {
         let uri = url_with_vhost(&vhost.replace('/', "%2F"));
         let parsed: warren::ConnectionOptions = uri.parse().expect("a valid URI");
         assert_eq!(parsed.get_vhost(), vhost);
-        let connection = connect_with(parsed.connection_name(&name)).await;
+        let connection = connect_with(
+            parsed
+                .connection_name(&name)
+                .recovery(warren::RecoveryPolicy::disabled()),
+        )
+        .await;
         let line = broker_connection(&name, &["vhost"]).expect("the broker lists us");
         assert_eq!(line[0], vhost, "the broker put the connection in the vhost");
         let channel = open(&connection).await;
@@ -812,56 +830,6 @@ async fn the_vhost_of_the_uri_is_used_and_deleting_it_closes_the_connection() {
             }
             other => panic!("expected ConnectionClosed 320, got {other:?}"),
         }
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_delivery_over_max_body_size_closes_the_connection_and_loses_nothing() {
-    run(async {
-        let mut cleanup = Cleanup::new();
-        let (publisher, setup) = channel().await;
-        let queue = cleanup.queue(unique("q-too-big"));
-        declare_queue(&setup, &queue).await;
-        within("confirm.select", setup.confirm_select(Default::default()))
-            .await
-            .unwrap();
-        publish(&setup, "", &queue, &[7u8; 2048]).await;
-
-        let connection = connect_with(options().max_body_size(1024)).await;
-        let channel = open(&connection).await;
-        let mut consumer = within(
-            "basic.consume",
-            channel.basic_consume(&queue, BasicConsumeOptions::default()),
-        )
-        .await
-        .unwrap();
-        let reason = within("the close", connection.closed()).await;
-        match &reason {
-            Error::Protocol(warren::wire::DecodeError::BodyTooLarge { size, max }) => {
-                assert_eq!((*size, *max), (2048, 1024));
-            }
-            other => panic!("expected a BodyTooLarge protocol error, got {other:?}"),
-        }
-        assert!(reason.to_string().contains("2048"), "{reason}");
-        match next_item(&mut consumer).await {
-            Some(Err(Error::Protocol(_))) => {}
-            other => panic!("the consumer ends with the close, got {other:?}"),
-        }
-        // The message was never acknowledged: it is back in the queue.
-        eventually("the message is requeued", || {
-            let setup = setup.clone();
-            let queue = queue.clone();
-            async move { queue_counts(&setup, &queue).await.message_count == 1 }
-        })
-        .await;
-        within(
-            "queue.delete",
-            setup.queue_delete(&queue, Default::default()),
-        )
-        .await
-        .unwrap();
-        within("connection.close", publisher.close()).await.unwrap();
     })
     .await;
 }
@@ -905,9 +873,31 @@ async fn frame_max_and_heartbeat_are_negotiated_with_the_broker() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_sub_second_heartbeat_asks_for_one_second() {
+    run(async {
+        // 500 ms cannot be said in AMQP's whole seconds; it must not become 0 ("no
+        // preference"), which would give the broker's 60 s.
+        let name = unique("conn-half-second-heartbeat");
+        let connection = connect_with(
+            options()
+                .connection_name(&name)
+                .heartbeat(Duration::from_millis(500)),
+        )
+        .await;
+        assert_eq!(connection.heartbeat(), Duration::from_secs(1));
+        let line = broker_connection(&name, &["timeout"]).expect("the broker lists us");
+        assert_eq!(line[0], "1", "the broker uses a 1 s heartbeat too");
+        within("connection.close", connection.close())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_immediate_publish_is_refused_by_the_broker_with_540() {
     run(async {
-        let (connection, channel) = channel().await;
+        let (connection, channel) = channel_with(options_without_recovery()).await;
         let options = warren::BasicPublishOptions {
             immediate: true,
             ..Default::default()

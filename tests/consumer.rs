@@ -8,31 +8,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
-use warren::protocol::BasicProperties;
-use warren::wire::{DecodeError, FieldTable};
+use warren::wire::{DecodeError, FieldTable, FieldValue};
 use warren::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions, BasicRejectOptions,
     Error, ExchangeKind, Initiator, QueueBindOptions, QueueDeclareOptions, ReplyCode,
 };
-
-async fn exclusive_queue(channel: &warren::Channel) -> String {
-    exclusive_queue_with(channel, FieldTable::new()).await
-}
-
-async fn exclusive_queue_with(channel: &warren::Channel, arguments: FieldTable) -> String {
-    declare_queue_with(
-        channel,
-        "",
-        QueueDeclareOptions {
-            exclusive: true,
-            arguments,
-            ..Default::default()
-        },
-    )
-    .await
-    .name
-    .to_string()
-}
 
 async fn consume(channel: &warren::Channel, queue: &str) -> warren::Consumer {
     consume_with(channel, queue, BasicConsumeOptions::default()).await
@@ -417,15 +397,6 @@ async fn a_channel_error_ends_its_consumers_with_the_close() {
     .await;
 }
 
-/// A header table `depth` tables deep.
-fn nested_headers(depth: usize) -> FieldTable {
-    let mut table = FieldTable::new().with("bottom", "reached");
-    for _ in 1..depth {
-        table = FieldTable::new().with("n", table);
-    }
-    table
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undecodable_delivery_is_a_per_message_error_that_can_be_rejected() {
     run(async {
@@ -447,12 +418,18 @@ async fn an_undecodable_delivery_is_a_per_message_error_that_can_be_rejected() {
         )
         .await;
 
-        let poison = BasicProperties {
-            headers: Some(nested_headers(1000)),
-            message_id: Some(warren::wire::ShortString::from_static("poison")),
-            ..Default::default()
-        };
-        publish_with(&setup, "", &queue, b"poison body", poison).await;
+        // warren refuses to send headers nested 1000 deep, so another client publishes them;
+        // RabbitMQ relays them as they are.
+        let mut raw = raw::RawPublisher::connect().await;
+        let outcome = raw
+            .publish(
+                &queue,
+                &raw::properties_with_header_entries(&raw::nested_header_entries(1000)),
+                b"poison body",
+            )
+            .await;
+        assert_eq!(outcome, raw::RawOutcome::Acked);
+        raw.close().await;
         publish(&setup, "", &queue, b"good").await;
 
         let channel = open(&connection).await;
@@ -565,11 +542,17 @@ async fn cancel_keeps_the_deliveries_that_already_arrived() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_full_consumer_buffer_pauses_reading_without_losing_anything() {
+async fn consumer_buffers_over_budget_pause_reading_without_losing_anything() {
     run(async {
         const MESSAGES: usize = 1000;
-        // Heartbeats of 1 s: a pause of several seconds must not count as a silent broker.
-        let connection = connect_with(options().heartbeat(Duration::from_secs(1))).await;
+        // Heartbeats of 1 s: a pause of several seconds must not count as a silent broker. A
+        // budget of 16 KiB holds a few dozen deliveries.
+        let connection = connect_with(
+            options()
+                .heartbeat(Duration::from_secs(1))
+                .consumer_buffer_budget(16 * 1024),
+        )
+        .await;
         let setup = confirm_channel(&connection).await;
         let queue = exclusive_queue(&setup).await;
         for i in 0..MESSAGES {
@@ -601,7 +584,8 @@ async fn a_full_consumer_buffer_pauses_reading_without_losing_anything() {
 async fn closing_with_a_stalled_consumer_completes() {
     run(async {
         let mut cleanup = Cleanup::new();
-        let connection = connect().await;
+        // A budget of 16 KiB holds a few dozen deliveries: reading stalls.
+        let connection = connect_with(options().consumer_buffer_budget(16 * 1024)).await;
         let setup = confirm_channel(&connection).await;
         let queue = cleanup.queue(unique("q-stalled"));
         declare_queue(&setup, &queue).await;
@@ -677,6 +661,189 @@ async fn consuming_from_a_missing_queue_is_404_and_records_nothing() {
         );
         assert_eq!(connection.topology().consumers.len(), 1);
         within("connection.close", connection.close())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+/// Other clients (amq-protocol, pika, pamqp) write the specification's tag `L` for a signed
+/// 64-bit integer; RabbitMQ relays it untouched, and warren reads it as `l` instead of calling
+/// the message undecodable. (RabbitMQ 3.10 refuses the other such tag, `U`, with 541, so only
+/// the fake broker can deliver one: `tests/peer.rs`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_with_the_specifications_l_tag_are_delivered() {
+    run(async {
+        let connection = connect().await;
+        let setup = confirm_channel(&connection).await;
+        // Not exclusive: the raw publisher is another connection.
+        let queue = unique("spec-tag-l");
+        declare_queue_with(&setup, &queue, QueueDeclareOptions::default()).await;
+        #[rustfmt::skip]
+        let entries: &[u8] = &[
+            4, b'l', b'o', b'n', b'g', b'L', 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x05,
+            5, b'a', b'r', b'r', b'a', b'y', b'A', 0, 0, 0, 9, b'L', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
+        ];
+        let mut raw = raw::RawPublisher::connect().await;
+        let outcome = raw
+            .publish(
+                &queue,
+                &raw::properties_with_header_entries(entries),
+                b"from another client",
+            )
+            .await;
+        assert_eq!(outcome, raw::RawOutcome::Acked);
+        raw.close().await;
+
+        let channel = open(&connection).await;
+        let mut consumer = consume(&channel, &queue).await;
+        let delivery = next_delivery(&mut consumer).await;
+        assert_eq!(&delivery.body[..], b"from another client");
+        let headers = delivery.properties.headers.as_ref().expect("headers");
+        assert_eq!(headers.get("long"), Some(&FieldValue::I64((1 << 40) + 5)));
+        assert_eq!(
+            headers.get("array"),
+            Some(&FieldValue::from(vec![FieldValue::I64(-2)]))
+        );
+        within("ack", delivery.ack(BasicAckOptions::default()))
+            .await
+            .unwrap();
+        within("queue.delete", setup.queue_delete(&queue, Default::default()))
+            .await
+            .unwrap();
+        within("connection.close", connection.close())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+/// A message larger than the consuming connection's `max_body_size` is an error of that
+/// delivery (its body skipped, never buffered): the connection lives, the next message on the
+/// same consumer arrives, and the big one can be rejected to the dead-letter exchange. The same
+/// for `basic.get` and for a returned message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_over_max_body_size_is_an_error_of_that_message_only() {
+    run(async {
+        const MAX: u64 = 1024;
+        let big = vec![b'b'; 10 * 1024];
+        let mut cleanup = Cleanup::new();
+        let setup_connection = connect().await;
+        let setup = confirm_channel(&setup_connection).await;
+        let dlx = cleanup.exchange(unique("x-dlx-oversized"));
+        declare_exchange(&setup, &dlx, ExchangeKind::Fanout).await;
+        let dead = cleanup.queue(unique("oversized-dead"));
+        declare_queue(&setup, &dead).await;
+        within(
+            "queue.bind",
+            setup.queue_bind(&dead, &dlx, "", QueueBindOptions::default()),
+        )
+        .await
+        .unwrap();
+        let queue = cleanup.queue(unique("oversized"));
+        declare_queue_with(
+            &setup,
+            &queue,
+            QueueDeclareOptions {
+                arguments: FieldTable::new().with("x-dead-letter-exchange", dlx.as_str()),
+                ..Default::default()
+            },
+        )
+        .await;
+        publish(&setup, "", &queue, &big).await;
+        publish(&setup, "", &queue, b"next").await;
+
+        // The consumer's connection takes bodies of at most 1 KiB.
+        let small = connect_with(options().max_body_size(MAX)).await;
+        let channel = open(&small).await;
+        let mut consumer = consume(&channel, &queue).await;
+        match next_item(&mut consumer).await {
+            Some(Err(Error::UndecodableDelivery(oversized))) => {
+                assert_eq!(
+                    oversized.error(),
+                    &DecodeError::BodyTooLarge {
+                        size: big.len() as u64,
+                        max: MAX
+                    }
+                );
+                assert!(oversized.body().is_empty(), "the body is not kept");
+                assert_eq!(oversized.envelope().routing_key, queue.as_str());
+                let shown = Error::UndecodableDelivery(oversized.clone()).to_string();
+                assert!(shown.contains("max_body_size"), "{shown}");
+                within(
+                    "reject the oversized delivery",
+                    oversized.reject(BasicRejectOptions { requeue: false }),
+                )
+                .await
+                .unwrap();
+            }
+            other => panic!("expected an oversized delivery error, got {other:?}"),
+        }
+        let next = next_delivery(&mut consumer).await;
+        assert_eq!(&next.body[..], b"next");
+        within("ack", next.ack(BasicAckOptions::default()))
+            .await
+            .unwrap();
+        // Dead-lettered whole: a connection with the default limit reads all of it.
+        eventually("the oversized message is dead-lettered", || {
+            let setup = setup.clone();
+            let dead = dead.clone();
+            async move { queue_counts(&setup, &dead).await.message_count == 1 }
+        })
+        .await;
+        assert_eq!(get_body(&setup, &dead).await, Some(big.clone()));
+
+        // basic.get of an oversized message: the same per-message error.
+        within("basic.cancel", consumer.cancel()).await.unwrap();
+        publish(&setup, "", &queue, &big).await;
+        let getter = open(&small).await;
+        match within(
+            "basic.get of the oversized message",
+            getter.basic_get(&queue, BasicGetOptions::default()),
+        )
+        .await
+        {
+            Err(Error::UndecodableDelivery(oversized)) => {
+                assert!(matches!(
+                    oversized.error(),
+                    DecodeError::BodyTooLarge { .. }
+                ));
+                within("ack", oversized.ack()).await.unwrap();
+            }
+            other => panic!("expected an oversized message error, got {other:?}"),
+        }
+
+        // A returned message over the limit comes back with its body left out, and is still
+        // matched to its publish.
+        let publisher = confirm_channel(&small).await;
+        let confirm = within(
+            "mandatory publish",
+            publisher.basic_publish(
+                "",
+                &unique("no-such-queue"),
+                warren::BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                big.clone(),
+                Default::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        match within("the confirmation", confirm).await {
+            Ok(warren::Confirmation::Returned(message)) => {
+                assert!(message.body.is_empty());
+                assert_eq!(message.skipped_body_size, Some(big.len() as u64));
+            }
+            other => panic!("expected a returned message, got {other:?}"),
+        }
+
+        assert!(small.is_open());
+        assert!(channel.is_open() && getter.is_open() && publisher.is_open());
+        assert_eq!(queue_counts(&setup, &queue).await.message_count, 0);
+        within("connection.close", small.close()).await.unwrap();
+        within("connection.close", setup_connection.close())
             .await
             .unwrap();
     })

@@ -49,10 +49,16 @@ const TESTED: &[(&str, &str)] = &[
         "tutorial_7_publisher_confirms",
         "tutorial_7_publisher_confirms",
     ),
+    ("rpc_server", "rpc_client_and_server"),
+    ("rpc_client", "rpc_client_and_server"),
+    ("stream_consume", "stream_consume"),
     ("aioamqp_connect", "aioamqp_connect"),
     ("aioamqp_publish", "aioamqp_publish_and_consume"),
     ("aioamqp_consume", "aioamqp_publish_and_consume"),
     ("aioamqp_exchange", "aioamqp_exchange"),
+    ("publisher", "publisher"),
+    // Built and run only with the feature (the CI runs this binary with it).
+    ("opentelemetry", "opentelemetry"),
 ];
 
 // ===== the harness =====
@@ -90,6 +96,7 @@ fn build_examples() {
         };
         let status = Command::new(cargo)
             .args(["build", "--quiet", "--examples", "--profile", profile])
+            .args(FEATURES)
             .arg("--target-dir")
             .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -98,6 +105,13 @@ fn build_examples() {
         assert!(status.success(), "cargo build --examples failed");
     });
 }
+
+/// The features this test binary was built with that examples need.
+const FEATURES: &[&str] = if cfg!(feature = "opentelemetry") {
+    &["--features", "opentelemetry"]
+} else {
+    &[]
+};
 
 /// Where Cargo put the example `name`: `target/<profile>/examples/`.
 fn example_path(name: &str) -> PathBuf {
@@ -394,6 +408,39 @@ fn quickstart() {
     assert!(output.has("done"), "{output:#?}");
 }
 
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn opentelemetry() {
+    let scope = Scope::new("otel", &[], &[]);
+    let output = scope.run("opentelemetry", &[]);
+    let published = output
+        .stdout
+        .iter()
+        .find_map(|line| line.strip_prefix("published in trace "))
+        .unwrap_or_else(|| panic!("no trace id printed: {output:#?}"))
+        .to_owned();
+    let span = |name: &str| {
+        output
+            .stdout
+            .iter()
+            .any(|line| line.starts_with("span ") && line.contains(name))
+    };
+    for name in [
+        "place-order",
+        "amq.default publish",
+        " process ",
+        "ship-order",
+        "ack ",
+    ] {
+        assert!(span(name), "no span {name:?}: {output:#?}");
+    }
+    assert_eq!(
+        output.stdout.last().map(String::as_str),
+        Some(format!("trace continued: {published}").as_str()),
+        "{output:#?}"
+    );
+}
+
 #[test]
 fn an_example_without_a_broker_says_so() {
     let scope = Scope::new("nobroker", &[], &[]);
@@ -570,6 +617,71 @@ fn tutorial_6_rpc() {
 }
 
 #[test]
+fn rpc_client_and_server() {
+    let scope = Scope::new(
+        "rpc",
+        &["rpc_requests", "rpc_requests.failed"],
+        &["rpc_requests.dlx"],
+    );
+    // No server yet, so no queue: the request comes back at once, and the client says so.
+    let unroutable = scope.spawn("rpc_client", &["5"]).finish();
+    assert!(!unroutable.status.success(), "{unroutable:#?}");
+    let failure = unroutable.after(" [!] fib(5) failed: ");
+    assert!(
+        failure.len() == 1 && failure[0].starts_with("the broker returned the request"),
+        "{unroutable:#?}"
+    );
+
+    let mut server = scope.spawn("rpc_server", &["--count", "3"]);
+    server.wait_for(&format!(
+        " [x] Awaiting RPC requests on {}rpc_requests",
+        scope.prefix
+    ));
+
+    // A request the handler refuses is dead-lettered, and its call runs into its deadline.
+    let refused = scope
+        .spawn("rpc_client", &["--timeout-ms", "1000", "41"])
+        .finish();
+    assert!(!refused.status.success(), "{refused:#?}");
+    let failure = refused.after(" [!] fib(41) failed: ");
+    assert!(
+        failure.len() == 1 && failure[0].starts_with("no reply within 1s"),
+        "{refused:#?}"
+    );
+
+    // Three calls in flight at once, each answered.
+    let client = scope.run("rpc_client", &["10", "20", "30"]);
+    for line in [
+        " [.] Got fib(10) = 55",
+        " [.] Got fib(20) = 6765",
+        " [.] Got fib(30) = 832040",
+    ] {
+        assert!(client.has(line), "{client:#?}");
+    }
+    let server = server.success();
+    let mut handled = server.after(" [.] ");
+    handled.sort_unstable();
+    assert_eq!(handled, ["fib(10)", "fib(20)", "fib(30)"], "{server:#?}");
+    assert!(
+        server.has(" [!] not a number from 0 to 40: \"41\""),
+        "{server:#?}"
+    );
+}
+
+#[test]
+fn stream_consume() {
+    let scope = Scope::new("stream", &["events"], &[]);
+    let first = scope.run("stream_consume", &["--publish", "10", "--count", "10"]);
+    let read = first.after(" [x] offset ");
+    let expected: Vec<String> = (0..10).map(|i| format!("{i}: event {i}")).collect();
+    assert_eq!(read, expected, "{first:#?}");
+
+    // From an offset: the stream still holds everything (it is read, not drained).
+    let from_5 = scope.run("stream_consume", &["--offset", "5", "--count", "5"]);
+    assert_eq!(from_5.after(" [x] offset "), expected[5..], "{from_5:#?}");
+}
+
+#[test]
 fn tutorial_7_publisher_confirms() {
     let scope = Scope::new("t7", &[], &[]);
     let output = scope.run("tutorial_7_publisher_confirms", &["--messages", "1000"]);
@@ -589,6 +701,27 @@ fn tutorial_7_publisher_confirms() {
             "{line:?} has no time in ms"
         );
     }
+}
+
+#[test]
+fn publisher() {
+    let scope = Scope::new("publisher", &["publisher_demo"], &[]);
+    let output = scope.run("publisher", &["--messages", "2000"]);
+    assert_eq!(output.stdout.len(), 3, "{output:#?}");
+    assert!(
+        output.stdout[0]
+            .starts_with("2000 messages published from 10 tasks, every one confirmed, in "),
+        "{output:#?}"
+    );
+    assert!(
+        output.stdout[1].starts_with("publishing to a missing exchange failed with 404: "),
+        "{output:#?}"
+    );
+    assert!(output.stdout[1].contains("NOT_FOUND"), "{output:#?}");
+    assert_eq!(
+        output.stdout[2],
+        "the publisher went on: the queue holds 2001 messages"
+    );
 }
 
 #[test]

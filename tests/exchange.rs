@@ -563,17 +563,7 @@ async fn auto_delete_exchange_goes_with_its_last_binding() {
         )
         .await
         .unwrap();
-        let queue = declare_queue_with(
-            &channel,
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .name
-        .to_string();
+        let queue = exclusive_queue(&channel).await;
         within(
             "queue.bind",
             channel.queue_bind(&queue, &exchange, "", QueueBindOptions::default()),

@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,13 +68,9 @@ fn node() -> Option<Node> {
         if required() {
             panic!("WARREN_REQUIRE_TLS_NODE=1 but WARREN_TLS_DIR is unset: no TLS node; {how}");
         }
-        static ONCE: Once = Once::new();
-        ONCE.call_once(|| {
-            skip(&format!(
-                "WARREN_TLS_DIR is unset, so every TLS test passes without testing; there is no \
-                 TLS node to test against; {how}"
-            ))
-        });
+        skip(&format!(
+            "WARREN_TLS_DIR is unset: no TLS node to test against; {how}"
+        ));
         return None;
     };
     let file = |var_name: &str, default: &str| {
@@ -109,9 +105,12 @@ fn required() -> bool {
     var("WARREN_REQUIRE_TLS_NODE").as_deref() == Some("1")
 }
 
-/// Says why a test skips, past the test harness's output capture, so `cargo test` shows it.
+/// Says that the running test skips and why, past the test harness's output capture, so that
+/// `cargo test` shows it and `scripts/test.sh` counts it: `SKIPPED tls: <test>: <reason>`.
 fn skip(reason: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED (tests/tls.rs): {reason}");
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("unnamed-test");
+    let _ = writeln!(std::io::stderr(), "SKIPPED tls: {test}: {reason}");
 }
 
 /// `port`, the TLS port of one of the extra nodes (from `var_name`), or `None` after saying why

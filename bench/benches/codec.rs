@@ -17,151 +17,13 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, gen_frame, parse_frame};
-use amq_protocol::protocol::{AMQPClass, BasicProperties as AmqBasicProperties, basic};
-use amq_protocol::types::{AMQPValue, FieldTable as AmqFieldTable, ShortString as AmqShortString};
 use bytes::{Bytes, BytesMut};
 use criterion::{Bencher, Criterion, criterion_group, criterion_main};
-use warren::frame::{Frame, FrameDecoder, encode_content, encode_method};
-use warren::protocol::{BasicDeliver, BasicProperties, BasicPublish};
-use warren::wire::{ContentProperties, FieldTable, Reader, ShortString};
 
-const BODY: &[u8; 16] = b"0123456789abcdef";
-const FRAME_MAX: u32 = 131_072;
+#[path = "codec/cases.rs"]
+mod cases;
 
-fn warren_properties() -> BasicProperties {
-    BasicProperties {
-        content_type: Some(ShortString::from_static("application/json")),
-        delivery_mode: Some(2),
-        headers: Some(
-            // In key order, as amq-protocol's BTreeMap writes them, so the bytes compare equal.
-            FieldTable::new()
-                .with("x-retries", 3i32)
-                .with("x-trace-id", "4bf92f3577b34da6")
-                .with("x-urgent", true),
-        ),
-        ..Default::default()
-    }
-}
-
-fn amq_properties() -> AmqBasicProperties {
-    let mut headers = AmqFieldTable::default();
-    headers.insert(
-        "x-trace-id".into(),
-        AMQPValue::LongString("4bf92f3577b34da6".into()),
-    );
-    headers.insert("x-retries".into(), AMQPValue::LongInt(3));
-    headers.insert("x-urgent".into(), AMQPValue::Boolean(true));
-    AmqBasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_headers(headers)
-}
-
-fn warren_publish() -> BasicPublish {
-    BasicPublish {
-        exchange: ShortString::from_static("orders"),
-        routing_key: ShortString::from_static("orders.created.eu"),
-        mandatory: true,
-        immediate: false,
-    }
-}
-
-fn warren_deliver() -> BasicDeliver {
-    BasicDeliver {
-        consumer_tag: ShortString::from_static("amq.ctag-Qx5tBDxfd0tEZB1qL0Xnzg"),
-        delivery_tag: 42_000,
-        redelivered: false,
-        exchange: ShortString::from_static("orders"),
-        routing_key: ShortString::from_static("orders.created.eu"),
-    }
-}
-
-fn amq_frames(method: basic::AMQPMethod) -> [AMQPFrame; 3] {
-    [
-        AMQPFrame::Method(1, AMQPClass::Basic(method)),
-        AMQPFrame::Header(
-            1,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: BODY.len() as u64,
-                properties: amq_properties(),
-            },
-        ),
-        AMQPFrame::Body(1, BODY.to_vec()),
-    ]
-}
-
-fn amq_publish() -> basic::AMQPMethod {
-    basic::AMQPMethod::Publish(basic::Publish {
-        exchange: AmqShortString::from("orders"),
-        routing_key: AmqShortString::from("orders.created.eu"),
-        mandatory: true,
-        immediate: false,
-    })
-}
-
-fn amq_deliver() -> basic::AMQPMethod {
-    basic::AMQPMethod::Deliver(basic::Deliver {
-        consumer_tag: AmqShortString::from("amq.ctag-Qx5tBDxfd0tEZB1qL0Xnzg"),
-        delivery_tag: 42_000,
-        redelivered: false,
-        exchange: AmqShortString::from("orders"),
-        routing_key: AmqShortString::from("orders.created.eu"),
-    })
-}
-
-fn warren_encode<M: warren::wire::AmqpMethod>(
-    buf: &mut BytesMut,
-    method: &M,
-    properties: &BasicProperties,
-    body: &Bytes,
-) {
-    buf.clear();
-    encode_method(buf, 1, method, FRAME_MAX).unwrap();
-    encode_content(buf, 1, properties, body, FRAME_MAX).unwrap();
-}
-
-fn amq_encode(buf: &mut Vec<u8>, frames: &[AMQPFrame; 3]) {
-    buf.clear();
-    for frame in frames {
-        let (written, _) = cookie_factory::r#gen(gen_frame(frame), std::mem::take(buf)).unwrap();
-        *buf = written;
-    }
-}
-
-/// The frames in a buffer like the connection's read buffer: its storage already shared with
-/// earlier frames, as it is after the first frame split off it (a one-time cost per buffer,
-/// not per frame).
-fn read_buffer(frames: &[u8]) -> BytesMut {
-    let mut buf = BytesMut::with_capacity(frames.len() + 64);
-    buf.extend_from_slice(frames);
-    drop(buf.split_off(frames.len()));
-    buf
-}
-
-/// Decodes the three frames and the content properties.
-fn warren_decode(mut buf: BytesMut) -> (Frame, BasicProperties, Frame) {
-    let decoder = FrameDecoder::new(FRAME_MAX);
-    let method = decoder.decode(&mut buf).unwrap().unwrap();
-    let Some(Frame::Header { header, .. }) = decoder.decode(&mut buf).unwrap() else {
-        unreachable!("the second frame is a header")
-    };
-    let properties = BasicProperties::decode(&mut Reader::new(header.properties)).unwrap();
-    let body = decoder.decode(&mut buf).unwrap().unwrap();
-    (method, properties, body)
-}
-
-/// Decodes and then reads every header, as a consumer that looks at them does.
-fn warren_decode_and_read_headers(buf: BytesMut) -> (Frame, BasicProperties, Frame) {
-    let decoded = warren_decode(buf);
-    if let Some(headers) = &decoded.1.headers {
-        for entry in headers {
-            black_box(entry);
-        }
-    }
-    decoded
-}
+use cases::*;
 
 /// How many inputs are prepared, and outputs kept, per timed batch: small enough that both
 /// stay in cache, large enough that reading the clock is a negligible part of the time.
@@ -189,13 +51,6 @@ fn time_decoding<I, O>(b: &mut Bencher, input: impl Fn() -> I, decode: impl Fn(I
         }
         timed
     });
-}
-
-fn amq_decode(bytes: &[u8]) -> [AMQPFrame; 3] {
-    let (rest, method) = parse_frame(bytes).unwrap();
-    let (rest, header) = parse_frame(rest).unwrap();
-    let (_, body) = parse_frame(rest).unwrap();
-    [method, header, body]
 }
 
 fn codec(c: &mut Criterion) {

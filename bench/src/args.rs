@@ -21,17 +21,22 @@ pub enum Scenario {
     Fanin,
     /// `consumers` consumers on `channels` channels of one connection, idle for `idle_secs`.
     Idle,
+    /// `tasks` tasks publishing `messages` in all with confirms through one warren
+    /// `Publisher` of `pool` channels, at most `window` unconfirmed over all of them (warren
+    /// only: the other clients ship no such thing).
+    Publisher,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Self::Publish,
         Self::Confirm,
         Self::Consume,
         Self::Rpc,
         Self::Fanin,
         Self::Idle,
+        Self::Publisher,
     ];
 
     /// The name on the command line.
@@ -43,6 +48,7 @@ impl Scenario {
             Self::Rpc => "rpc",
             Self::Fanin => "fanin",
             Self::Idle => "idle",
+            Self::Publisher => "publisher",
         }
     }
 
@@ -68,8 +74,10 @@ pub struct Params {
     pub prefetch: u16,
     /// 1: ack each delivery; n > 1: ack with `multiple` every n deliveries (`consume`).
     pub ack_every: u64,
-    /// Publishing tasks (`fanin`).
+    /// Publishing tasks (`fanin`, `publisher`).
     pub tasks: usize,
+    /// Channels of the `Publisher` (`publisher`).
+    pub pool: usize,
     /// Consumers (`idle`).
     pub consumers: usize,
     /// Channels they are spread over (`idle`).
@@ -126,6 +134,7 @@ impl Params {
             prefetch: 1000,
             ack_every: 1,
             tasks: 10,
+            pool: 4,
             consumers: 1000,
             channels: 100,
             idle_secs: 2.0,
@@ -159,6 +168,7 @@ impl Params {
                 "--prefetch" => params.prefetch = num(flag, value)?,
                 "--ack-every" => params.ack_every = num(flag, value)?,
                 "--tasks" => params.tasks = num(flag, value)?,
+                "--pool" => params.pool = num(flag, value)?,
                 "--consumers" => params.consumers = num(flag, value)?,
                 "--channels" => params.channels = num(flag, value)?,
                 "--idle-secs" => params.idle_secs = num(flag, value)?,
@@ -172,8 +182,8 @@ impl Params {
         if params.messages == 0 && scenario != Scenario::Idle {
             return Err("--messages must be at least 1".into());
         }
-        if params.window == 0 || params.ack_every == 0 || params.tasks == 0 {
-            return Err("--window, --ack-every and --tasks must be at least 1".into());
+        if params.window == 0 || params.ack_every == 0 || params.tasks == 0 || params.pool == 0 {
+            return Err("--window, --ack-every, --tasks and --pool must be at least 1".into());
         }
         if params.channels == 0 || !params.consumers.is_multiple_of(params.channels) {
             return Err("--consumers must be a multiple of --channels".into());
@@ -212,19 +222,24 @@ impl Params {
                 "{} consumers on {} channels, idle {} s",
                 self.consumers, self.channels, self.idle_secs
             ),
+            Scenario::Publisher => format!(
+                "{} x {} B from {} tasks through a Publisher of {} channels, window {}",
+                self.messages, self.size, self.tasks, self.pool, self.window
+            ),
         }
     }
 }
 
 /// The usage text.
 pub fn usage() -> &'static str {
-    "usage: runner-<client> <publish|confirm|consume|rpc|fanin|idle> [options]
+    "usage: runner-<client> <publish|confirm|consume|rpc|fanin|idle|publisher> [options]
   --messages N        messages (round trips for rpc) measured [200000]
   --size B            body size in bytes [16]
-  --window N          confirm: most unconfirmed publishes [1000]
+  --window N          confirm, publisher: most unconfirmed publishes [1000]
   --prefetch N        consume: basic.qos prefetch count [1000]
   --ack-every N       consume: 1 = ack each, N > 1 = ack multiple every N [1]
-  --tasks N           fanin: publishing tasks on one connection [10]
+  --tasks N           fanin, publisher: publishing tasks on one connection [10]
+  --pool N            publisher (warren only): channels of the Publisher [4]
   --consumers N       idle: consumers [1000]
   --channels N        idle: channels they are spread over [100]
   --idle-secs S       idle: seconds to stay idle [2]

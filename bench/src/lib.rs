@@ -20,9 +20,11 @@
 //!   `x-expires` of ten minutes as a safety net, and are deleted at the end.
 
 pub mod args;
+pub mod delay;
 pub mod meter;
 pub mod raw;
 pub mod report;
+pub mod rpc_server;
 pub mod url;
 
 pub use args::{Params, Scenario};
@@ -64,6 +66,15 @@ pub fn correlation_id(i: u64) -> String {
 
 /// Length of [`correlation_id`]'s result.
 pub const CORRELATION_ID_LEN: usize = 16;
+
+/// The error of a runner asked for a scenario only warren's runner has (`publisher`).
+pub fn only_warren(params: &Params) -> BoxError {
+    format!(
+        "the {} scenario measures warren's Publisher; only runner-warren runs it",
+        params.scenario.name()
+    )
+    .into()
+}
 
 /// Fails with `message` unless `condition` holds.
 pub fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<()> {

@@ -344,7 +344,7 @@ pub fn method_id(payload: &[u8]) -> (u16, u16) {
 /// The error a method the hot path did not expect stands for (a close tells why).
 pub fn unexpected_method(payload: &[u8]) -> crate::BoxError {
     let (class, method) = method_id(payload);
-    let mut reader = Reader::new(Bytes::copy_from_slice(&payload[4..]));
+    let mut reader = Reader::from_slice(&payload[4..]);
     match Method::decode(MethodId::new(class, method), &mut reader) {
         Ok(m) => unexpected(&m).into(),
         Err(e) => format!("undecodable method {class}.{method}: {e}").into(),

@@ -29,7 +29,10 @@ Examples:
   AMQP_URL=amqp://user:pass@rabbit.example:5672/prod warren purge orders
 
 Exit status: 0 on success, 1 on errors, 2 on usage errors; publish also uses 3 (nacked) and 4
-(returned: unroutable with --mandatory). Errors are one line on stderr; passwords never show.";
+(not routed: no queue took the message), delete uses 5 (it did not exist, without
+--if-exists). Errors are one line on stderr; passwords never show. -v and -vv show the client
+library's log on stderr (down to debug, trace); RUST_LOG (e.g. RUST_LOG=warren=warn) is the
+filter instead when it is set.";
 
 /// A command line tool for RabbitMQ: publish, consume, manage queues and exchanges, and
 /// measure throughput and latency.
@@ -49,6 +52,11 @@ pub struct Cli {
     )]
     pub url: String,
 
+    /// Show the client library's log on stderr: -v down to debug (warnings, connections,
+    /// handshakes, closes), -vv trace. RUST_LOG, if set, is the filter instead
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, display_order = 1001)]
+    pub verbose: u8,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,7 +65,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Publish one message, with a publisher confirm
+    /// Publish one message, with a publisher confirm; an unroutable one is an error
     Publish(PublishArgs),
     /// Consume messages from a queue and print them or write them to files
     Consume(ConsumeArgs),
@@ -87,11 +95,14 @@ Examples:
   warren publish -e logs -k kern.critical --file dump.bin
   echo '{\"id\": 1}' | warren publish -k orders --content-type application/json
   warren publish -k orders --persistent --header tenant=acme --header attempt=1 'retry me'
-  warren publish -e amq.direct -k nowhere --mandatory 'x'   # exits with status 4
+  warren publish -e amq.direct -k nowhere 'x'                   # not routed: exit status 4
+  warren publish -e amq.fanout --no-mandatory 'maybe nobody listens'
 
-The channel is in confirm mode: warren waits for the broker's answer and exits with status 0
-when it acked, 3 when it nacked, and 4 when a --mandatory message was returned (no queue took
-it). Without --mandatory, an unroutable message is acked and dropped by the broker.";
+The channel is in confirm mode and the message is mandatory: warren waits for the broker's
+answer and exits with status 0 when a queue took it and the broker acked it, 3 when the broker
+nacked it, and 4 when no queue took it (\"not routed\": the broker returned it). With
+--no-mandatory the broker drops an unroutable message silently and acks it, and warren exits
+with status 0.";
 
 #[derive(Debug, Args)]
 #[command(
@@ -116,8 +127,14 @@ pub struct PublishArgs {
     #[arg(short = 'k', long, default_value = "", hide_default_value = true)]
     pub routing_key: String,
 
-    /// Have the broker return the message if no queue takes it (exit status 4)
+    /// Let the broker drop the message silently if no queue takes it (publish without the
+    /// mandatory flag): exit status 0 either way
     #[arg(long)]
+    pub no_mandatory: bool,
+
+    /// The default, kept for scripts written when it was not: a message no queue takes is
+    /// returned, exit status 4
+    #[arg(long, hide = true, conflicts_with = "no_mandatory")]
     pub mandatory: bool,
 
     #[command(flatten)]
@@ -209,7 +226,11 @@ Examples:
 With --ack manual (the default) a message is acknowledged only after it was printed or
 written, so an interrupted warren loses nothing: the broker delivers the rest again. With
 --ack auto the broker does not wait for acknowledgements and ignores --prefetch; messages it
-sent that warren did not handle before stopping (after --count, Ctrl-C) are lost.";
+sent that warren did not handle before stopping (after --count, Ctrl-C) are lost.
+
+When the connection is lost (a broker restart, a network failure), warren reconnects, consumes
+again and says so on stderr; a message it printed but could not acknowledge before the loss is
+delivered again. --no-recover makes the loss an error instead.";
 
 #[derive(Debug, Args)]
 #[command(after_help = CONSUME_EXAMPLES)]
@@ -237,6 +258,11 @@ pub struct ConsumeArgs {
     /// Stop after this long without a message (e.g. 5, 5s, 500ms, 1m)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
+
+    /// Exit with an error when the connection is lost, instead of reconnecting and consuming
+    /// on (by default warren recovers the connection and says so on stderr)
+    #[arg(long)]
+    pub no_recover: bool,
 
     #[command(flatten)]
     pub output: OutputArgs,
@@ -495,16 +521,24 @@ pub struct PurgeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Delete {
-    /// Delete a queue and its messages (deleting a missing queue succeeds)
+    /// Delete a queue and its messages
     #[command(after_help = "\
 Examples:
   warren delete queue orders
-  warren delete queue orders --if-empty --if-unused")]
+  warren delete queue orders --if-empty --if-unused
+  warren delete queue orders --if-exists      # no error if there is no such queue
+
+A queue that does not exist is reported (\"did not exist\") with exit status 5, unless
+--if-exists is given.")]
     Queue(DeleteQueue),
-    /// Delete an exchange and its bindings (deleting a missing exchange succeeds)
+    /// Delete an exchange and its bindings
     #[command(after_help = "\
 Examples:
-  warren delete exchange logs")]
+  warren delete exchange logs
+  warren delete exchange logs --if-exists
+
+An exchange that does not exist is reported (\"did not exist\") with exit status 5, unless
+--if-exists is given.")]
     Exchange(DeleteExchange),
 }
 
@@ -520,6 +554,10 @@ pub struct DeleteQueue {
     /// Only if it holds no messages (the broker refuses otherwise)
     #[arg(long)]
     pub if_empty: bool,
+
+    /// Succeed quietly if there is no such queue
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 #[derive(Debug, Args)]
@@ -530,6 +568,10 @@ pub struct DeleteExchange {
     /// Only if it has no bindings (the broker refuses otherwise)
     #[arg(long)]
     pub if_unused: bool,
+
+    /// Succeed quietly if there is no such exchange
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 const PERF_EXAMPLES: &str = "\
@@ -539,12 +581,25 @@ Examples:
   warren perf --consumers 0 --queue backlog --persistent --duration 30s
   warren perf --producers 0 --queue backlog --prefetch 500 --multiple-ack 100
 
+  warren perf --uri amqp://u:p@rabbit-1 --uri amqp://u:p@rabbit-2 --uri amqp://u:p@rabbit-3 \
+      --queue-type quorum --persistent --confirm 100 --duration 30 --json   # a loss check
+
 Each producer and consumer has its own connection. Producers publish to the default exchange
 with the queue as routing key; the send time travels in the header x-warren-sent (ns since the
 Unix epoch), so end-to-end latency is measured for messages of warren perf on the same host.
 A progress line on stderr shows the rates of the last second; the summary on stdout shows
-totals, rates, and latency percentiles (p50, p95, p99, max). Without --duration or --count,
-perf runs until Ctrl-C; Ctrl-C (or SIGTERM) always stops it and prints the summary.";
+totals, rates, and latency percentiles (p50, p95, p99, max), or, with --json, the same as one
+JSON object on one line. Without --duration or --count, perf runs until Ctrl-C; Ctrl-C (or
+SIGTERM) always stops it and prints the summary.
+
+perf is also a loss checker: every message carries its producer (x-warren-producer) and a
+sequence number (x-warren-seq), and the summary counts what was lost (confirmed by the broker,
+never received), duplicated (received more than once) and reordered (received after a later
+message of the same producer, per consumer), and the longest pauses in publishing and in
+consuming. Connections recover when lost (--no-recover: stop with the error instead), moving
+to another node given with --uri, and say so on stderr; publishes whose outcome the loss made
+unknown are counted as such, never as confirmed. The exit status is 6 when anything confirmed
+was lost.";
 
 #[derive(Debug, Args)]
 #[command(after_help = PERF_EXAMPLES)]
@@ -607,4 +662,46 @@ pub struct PerfArgs {
     /// When publishing stops, how long confirms and consumers may take to catch up
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub drain_timeout: Duration,
+
+    /// Print the final report as one JSON object (counts, rates, latencies in ms, pauses,
+    /// loss) instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    /// A node of the broker (an amqp:// or amqps:// URI); repeat it for each node of a
+    /// cluster: connections are spread over them and move to another when theirs fails. The
+    /// URIs share credentials and vhost. Without it, --url
+    #[arg(long = "uri", value_name = "URI")]
+    pub uris: Vec<String>,
+
+    /// The type of the queue perf declares: classic, quorum (replicated) or stream; quorum
+    /// and stream queues are durable
+    #[arg(long, value_enum, default_value_t = QueueType::Classic)]
+    pub queue_type: QueueType,
+
+    /// Stop with the error when a connection is lost, instead of recovering it
+    #[arg(long)]
+    pub no_recover: bool,
+}
+
+/// The type of a queue (`x-queue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueType {
+    /// A classic queue, on one node.
+    Classic,
+    /// A quorum queue, replicated with Raft.
+    Quorum,
+    /// A stream: an append-only log consumers read from an offset.
+    Stream,
+}
+
+impl QueueType {
+    /// The `x-queue-type` argument's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+            Self::Stream => "stream",
+        }
+    }
 }

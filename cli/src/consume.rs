@@ -5,19 +5,21 @@ use std::pin::pin;
 use futures_util::StreamExt;
 use warren::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions,
-    Connection,
+    Connection, Error,
 };
 
 use crate::cli::{AckMode, ConsumeArgs, GetArgs};
-use crate::failure::{Failure, with_connection};
+use crate::failure::{Failure, close, connect_with, with_connection};
 use crate::show::Sink;
 
+/// `warren consume`: the connection recovers by default (`--no-recover` turns it off), and the
+/// consumer goes on after it, saying so on stderr.
 pub async fn consume(url: &str, args: ConsumeArgs) -> Result<(), Failure> {
     let mut sink = Sink::new(&args.output)?;
-    with_connection(url, "consume", |connection| async move {
-        run_consumer(&connection, &args, &mut sink).await
-    })
-    .await
+    let connection = connect_with(url, "consume", !args.no_recover).await?;
+    let result = run_consumer(&connection, &args, &mut sink).await;
+    close(&connection).await;
+    result
 }
 
 async fn run_consumer(
@@ -80,7 +82,19 @@ async fn run_consumer(
         // Shown (and flushed) before it is acknowledged: a failed write leaves it unacked.
         sink.show(&delivery, None)?;
         if !no_ack {
-            delivery.ack(BasicAckOptions::default()).await?;
+            match delivery.ack(BasicAckOptions::default()).await {
+                Ok(()) => {}
+                Err(Error::StaleDelivery { .. }) => {
+                    // It came before the connection was lost: the broker requeued it and
+                    // delivers it again, so it is not counted yet.
+                    eprintln!(
+                        "warren: the last message came before the connection was lost; the \
+                         broker delivers it again"
+                    );
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         handled += 1;
     }

@@ -8,6 +8,7 @@ mod cli;
 mod consume;
 mod failure;
 mod histogram;
+mod loss;
 mod perf;
 mod publish;
 mod show;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
     }));
 
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,10 +50,40 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return report(Failure::new(format!("cannot start the runtime: {e}"))),
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => report(failure),
+    // The command runs in a task on the runtime's workers, not in `block_on` on this thread:
+    // `consume` and `publish` are loops that hand every batch to the connection's driver, and
+    // from a thread that is not a worker each hand-over wakes a thread (README.md, "Speed:
+    // where your loop runs").
+    match runtime.block_on(runtime.spawn(run(cli))) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(failure)) => report(failure),
+        // A panic: the hook above has said where.
+        Err(_) => ExitCode::FAILURE,
     }
+}
+
+/// The client library's log on stderr, when asked for: down to debug with `-v`, trace with
+/// `-vv`; `RUST_LOG`, when set, is the filter instead (`RUST_LOG=warren=warn`, `RUST_LOG=trace`).
+/// Off by default: what goes wrong is the one error line, and the library's warnings (a channel
+/// the broker closed) would repeat it.
+fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
+        // The library logs connections, handshakes and closes at debug, frames at trace.
+        _ => EnvFilter::new(match verbose {
+            0 => "off",
+            1 => "warren=debug",
+            _ => "warren=trace",
+        }),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 fn report(failure: Failure) -> ExitCode {

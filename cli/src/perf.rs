@@ -17,24 +17,35 @@ use tokio::time::sleep_until;
 use warren::wire::{FieldTable, FieldValue, ShortString};
 use warren::{
     BasicAckOptions, BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, Confirmation, Connection, Error, PublishConfirm, QueueDeclareOptions,
-    QueueDeleteOptions, ReplyCode,
+    ConfirmSelectOptions, Confirmation, Connection, ConnectionOptions, Error, PublishConfirm,
+    QueueDeclareOptions, QueueDeleteOptions, ReplyCode,
 };
 
-use crate::cli::PerfArgs;
-use crate::failure::{Failure, close, connect, describe};
+use crate::cli::{PerfArgs, QueueType};
+use crate::failure::{Failure, close, connect_options, describe};
 use crate::histogram::Histogram;
+use crate::loss::{Ledger, Order, PRODUCER_HEADER, SEQUENCE_HEADER};
+
+/// Exit status of `perf` when a message the broker confirmed was never received.
+const EXIT_LOST: u8 = 6;
 
 /// The header that carries a message's send time, in nanoseconds since the Unix epoch.
 const SENT_HEADER: &str = "x-warren-sent";
 
 /// What every producer and consumer task shares with the run.
-#[derive(Default)]
 struct Shared {
     sent: AtomicU64,
     confirmed: AtomicU64,
     nacked: AtomicU64,
+    /// Publishes whose outcome a lost connection made unknown.
+    unknown: AtomicU64,
     received: AtomicU64,
+    reordered: AtomicU64,
+    /// Who sent what, what was confirmed and what received.
+    ledger: Ledger,
+    /// What every connection of the run is made with.
+    options: ConnectionOptions,
+    recover: bool,
     /// Set when producers must stop publishing.
     stop_producers: AtomicBool,
     /// The first task failure; the run stops at once.
@@ -43,6 +54,28 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(args: &PerfArgs, options: ConnectionOptions) -> Self {
+        Self {
+            sent: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
+            nacked: AtomicU64::new(0),
+            unknown: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            reordered: AtomicU64::new(0),
+            ledger: Ledger::new(args.producers),
+            options,
+            recover: !args.no_recover,
+            stop_producers: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            failed: Notify::new(),
+        }
+    }
+
+    /// Connects for `purpose`, recovering (and saying so on stderr) unless --no-recover.
+    async fn connect(&self, purpose: &str) -> Result<Connection, Failure> {
+        connect_options(self.options.clone(), purpose, self.recover).await
+    }
+
     fn fail(&self, failure: Failure) {
         let mut first = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         first.get_or_insert(failure);
@@ -66,6 +99,8 @@ struct ConsumerSettings {
     autoack: bool,
     multiple_ack: u32,
     prefetch: u16,
+    /// Consuming a stream: from its first message (`x-stream-offset`).
+    stream: bool,
 }
 
 #[derive(Default)]
@@ -73,18 +108,26 @@ struct ProducerReport {
     confirm_latency: Histogram,
     last_sent: Option<Instant>,
     last_confirmed: Option<Instant>,
+    /// The longest time between two consecutive publishes of this producer.
+    max_pause: Duration,
 }
 
 #[derive(Default)]
 struct ConsumerReport {
     latency: Histogram,
     last_received: Option<Instant>,
+    /// The longest time between two consecutive deliveries to this consumer.
+    max_pause: Duration,
 }
 
 pub async fn run(url: &str, args: PerfArgs) -> Result<(), Failure> {
     check(&args)?;
-    let admin = connect(url, "perf").await?;
-    let result = with_queue(url, &admin, args).await;
+    let options: ConnectionOptions = match args.uris.as_slice() {
+        [] => url.parse()?,
+        uris => ConnectionOptions::from_uris(uris)?,
+    };
+    let admin = connect_options(options.clone(), "perf", false).await?;
+    let result = with_queue(options, &admin, args).await;
     close(&admin).await;
     result
 }
@@ -106,6 +149,11 @@ fn check(args: &PerfArgs) -> Result<(), Failure> {
             args.multiple_ack, args.prefetch
         )));
     }
+    if args.queue_type == QueueType::Stream && args.autoack {
+        return Err(Failure::new(
+            "a stream is consumed with acknowledgements (and a prefetch): drop --autoack",
+        ));
+    }
     if !args.rate.is_finite() || args.rate < 0.0 {
         return Err(Failure::new(
             "--rate must be a number of messages per second, 0 or more",
@@ -114,11 +162,28 @@ fn check(args: &PerfArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The declaration of a queue of `kind`: quorum queues and streams are durable.
+fn queue_options(kind: QueueType) -> QueueDeclareOptions {
+    match kind {
+        QueueType::Classic => QueueDeclareOptions::default(),
+        QueueType::Quorum | QueueType::Stream => QueueDeclareOptions {
+            durable: true,
+            arguments: FieldTable::new().with("x-queue-type", kind.name()),
+            ..Default::default()
+        },
+    }
+}
+
 /// Sets up the queue, runs, and deletes the queue if this run created it.
-async fn with_queue(url: &str, admin: &Connection, args: PerfArgs) -> Result<(), Failure> {
+async fn with_queue(
+    options: ConnectionOptions,
+    admin: &Connection,
+    args: PerfArgs,
+) -> Result<(), Failure> {
+    let declare = queue_options(args.queue_type);
     let (queue, created) = match &args.queue {
         Some(name) => {
-            ensure_queue(admin, name).await?;
+            ensure_queue(admin, name, declare).await?;
             (name.clone(), false)
         }
         None => {
@@ -127,14 +192,12 @@ async fn with_queue(url: &str, admin: &Connection, args: PerfArgs) -> Result<(),
                 .map_or(0, |d| d.as_nanos());
             let name = format!("warren-perf-{}-{nanos}", std::process::id());
             let channel = admin.open_channel().await?;
-            channel
-                .queue_declare(&name, QueueDeclareOptions::default())
-                .await?;
+            channel.queue_declare(&name, declare).await?;
             let _ = channel.close().await;
             (name, true)
         }
     };
-    let result = perf(url, &queue, &args).await;
+    let result = perf(options, &queue, &args).await;
     if created && let Ok(channel) = admin.open_channel().await {
         // A big backlog takes a while to delete.
         let _ = channel
@@ -145,8 +208,12 @@ async fn with_queue(url: &str, admin: &Connection, args: PerfArgs) -> Result<(),
     result
 }
 
-/// Declares `queue` with default flags unless it exists (whatever its flags).
-async fn ensure_queue(admin: &Connection, queue: &str) -> Result<(), Failure> {
+/// Declares `queue` with `declare` unless it exists (whatever its flags).
+async fn ensure_queue(
+    admin: &Connection,
+    queue: &str,
+    declare: QueueDeclareOptions,
+) -> Result<(), Failure> {
     let channel = admin.open_channel().await?;
     let passive = QueueDeclareOptions {
         passive: true,
@@ -160,9 +227,7 @@ async fn ensure_queue(admin: &Connection, queue: &str) -> Result<(), Failure> {
         // The 404 closed that channel.
         Err(e) if e.reply_code() == Some(ReplyCode::NOT_FOUND) => {
             let channel = admin.open_channel().await?;
-            channel
-                .queue_declare(queue, QueueDeclareOptions::default())
-                .await?;
+            channel.queue_declare(queue, declare).await?;
             let _ = channel.close().await;
             Ok(())
         }
@@ -170,13 +235,20 @@ async fn ensure_queue(admin: &Connection, queue: &str) -> Result<(), Failure> {
     }
 }
 
-async fn perf(url: &str, queue: &str, args: &PerfArgs) -> Result<(), Failure> {
-    let shared = Arc::new(Shared::default());
+async fn perf(options: ConnectionOptions, queue: &str, args: &PerfArgs) -> Result<(), Failure> {
+    let shared = Arc::new(Shared::new(args, options));
     let (stop_consumers, stop_consumers_rx) = watch::channel(false);
+    let stream = args.queue_type == QueueType::Stream;
     let consumer_settings = ConsumerSettings {
         autoack: args.autoack,
         multiple_ack: args.multiple_ack,
-        prefetch: args.prefetch,
+        // A stream needs a prefetch to deliver at all.
+        prefetch: if stream && args.prefetch == 0 {
+            1000
+        } else {
+            args.prefetch
+        },
+        stream,
     };
     let producer_settings = ProducerSettings {
         size: args.size,
@@ -195,7 +267,6 @@ async fn perf(url: &str, queue: &str, args: &PerfArgs) -> Result<(), Failure> {
         ready.push(ready_rx);
         consumers.push(tokio::spawn(consumer(
             id,
-            url.to_owned(),
             queue.to_owned(),
             consumer_settings,
             shared.clone(),
@@ -218,7 +289,6 @@ async fn perf(url: &str, queue: &str, args: &PerfArgs) -> Result<(), Failure> {
         .map(|id| {
             tokio::spawn(producer(
                 id,
-                url.to_owned(),
                 queue.to_owned(),
                 producer_settings.clone(),
                 shared.clone(),
@@ -273,11 +343,16 @@ async fn perf(url: &str, queue: &str, args: &PerfArgs) -> Result<(), Failure> {
     let producer_reports: Vec<ProducerReport> = produced.into_iter().flatten().collect();
     let stopped = Instant::now();
 
-    // Draining: consumers may catch up with what was sent, within the drain timeout.
+    // Draining: consumers may catch up with what was sent (with confirms: with everything
+    // confirmed), within the drain timeout.
     if args.consumers > 0 && args.producers > 0 && !has_failed(&shared) {
         let sent = shared.sent.load(Ordering::Acquire);
         let drain_deadline = stopped + args.drain_timeout;
-        while shared.received.load(Ordering::Acquire) < sent && Instant::now() < drain_deadline {
+        let caught_up = || match args.confirm {
+            Some(_) => shared.ledger.all_confirmed_received(),
+            None => shared.ledger.received_count() >= sent,
+        };
+        while !caught_up() && Instant::now() < drain_deadline {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(10)) => {}
                 _ = &mut interrupted => break,
@@ -297,7 +372,7 @@ async fn perf(url: &str, queue: &str, args: &PerfArgs) -> Result<(), Failure> {
         return Err(failure);
     }
 
-    let summary = summarize(
+    let report = report(
         args,
         queue,
         &shared,
@@ -306,8 +381,21 @@ async fn perf(url: &str, queue: &str, args: &PerfArgs) -> Result<(), Failure> {
         &producer_reports,
         &consumer_reports,
     );
-    print!("{summary}");
-    Ok(())
+    print!(
+        "{}",
+        if args.json {
+            json(&report)
+        } else {
+            text(&report)
+        }
+    );
+    match report.lost {
+        Some(lost) if lost > 0 => Err(Failure::with_code(
+            format!("{lost} messages the broker confirmed were never received"),
+            EXIT_LOST,
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn take_failure(shared: &Shared) -> Option<Failure> {
@@ -340,20 +428,19 @@ fn micros(duration: Duration) -> u64 {
 
 async fn producer(
     id: u32,
-    url: String,
     queue: String,
     settings: ProducerSettings,
     shared: Arc<Shared>,
     start: Instant,
 ) -> ProducerReport {
-    let connection = match connect(&url, &format!("perf producer {id}")).await {
+    let connection = match shared.connect(&format!("perf producer {id}")).await {
         Ok(connection) => connection,
         Err(failure) => {
             shared.fail(failure);
             return ProducerReport::default();
         }
     };
-    let report = match produce(&connection, &queue, &settings, &shared, start).await {
+    let report = match produce(id, &connection, &queue, &settings, &shared, start).await {
         Ok(report) => report,
         Err(error) => {
             shared.fail(Failure::new(format!("producer {id}: {}", describe(&error))));
@@ -364,9 +451,12 @@ async fn producer(
     report
 }
 
-type InFlight = (Instant, PublishConfirm, OwnedSemaphorePermit);
+/// A publish waiting for its confirm: when it was sent, its sequence number, its confirm, its
+/// place in the window.
+type InFlight = (Instant, u64, PublishConfirm, OwnedSemaphorePermit);
 
 async fn produce(
+    id: u32,
     connection: &Connection,
     queue: &str,
     settings: &ProducerSettings,
@@ -386,11 +476,18 @@ async fn produce(
         None => None,
     };
     let (in_flight, confirms) = mpsc::unbounded_channel::<InFlight>();
-    let collector = tokio::spawn(collect(confirms, shared.clone(), settings.drain_timeout));
+    let collector = tokio::spawn(collect(
+        id,
+        confirms,
+        shared.clone(),
+        settings.drain_timeout,
+    ));
 
     let body = Bytes::from(vec![b'x'; settings.size]);
     let interval = (settings.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / settings.rate));
     let sent_header = ShortString::from_static(SENT_HEADER);
+    let producer_header = ShortString::from_static(PRODUCER_HEADER);
+    let sequence_header = ShortString::from_static(SEQUENCE_HEADER);
     let mut report = ProducerReport::default();
     let mut sent = 0u64;
     let result = loop {
@@ -417,6 +514,8 @@ async fn produce(
         };
         let mut headers = FieldTable::new();
         headers.insert(sent_header.clone(), FieldValue::I64(unix_nanos()));
+        headers.insert(producer_header.clone(), FieldValue::I64(i64::from(id)));
+        headers.insert(sequence_header.clone(), FieldValue::I64(sent as i64));
         let properties = BasicProperties {
             headers: Some(headers),
             delivery_mode: settings.persistent.then_some(2),
@@ -436,12 +535,16 @@ async fn produce(
             Err(error) => break Err(error),
         };
         let published = Instant::now();
+        let sequence = sent;
         sent += 1;
         shared.sent.fetch_add(1, Ordering::Relaxed);
+        if let Some(previous) = report.last_sent {
+            report.max_pause = report.max_pause.max(published - previous);
+        }
         report.last_sent = Some(published);
         match permit {
             Some(permit) => {
-                let _ = in_flight.send((published, confirm, permit));
+                let _ = in_flight.send((published, sequence, confirm, permit));
             }
             // Without confirm mode there is nothing to wait for.
             None => drop(confirm),
@@ -455,9 +558,10 @@ async fn produce(
     result.map(|()| report)
 }
 
-/// Awaits the confirms of one producer as they come, in any order; once the producer stops,
+/// Awaits the confirms of producer `id` as they come, in any order; once the producer stops,
 /// waits at most `drain` for the rest.
 async fn collect(
+    id: u32,
     mut in_flight: mpsc::UnboundedReceiver<InFlight>,
     shared: Arc<Shared>,
     drain: Duration,
@@ -470,26 +574,32 @@ async fn collect(
     loop {
         tokio::select! {
             item = in_flight.recv(), if open => match item {
-                Some((sent_at, confirm, permit)) => pending.push(async move {
+                Some((sent_at, sequence, confirm, permit)) => pending.push(async move {
                     let outcome = confirm.await;
                     drop(permit);
-                    (sent_at, outcome)
+                    (sent_at, sequence, outcome)
                 }),
                 None => {
                     open = false;
                     drain_until = Instant::now() + drain;
                 }
             },
-            Some((sent_at, outcome)) = pending.next(), if !pending.is_empty() => {
+            Some((sent_at, sequence, outcome)) = pending.next(), if !pending.is_empty() => {
                 let now = Instant::now();
                 match outcome {
                     Ok(Confirmation::Ack) => {
                         shared.confirmed.fetch_add(1, Ordering::Relaxed);
+                        shared.ledger.confirmed(id, sequence);
                         histogram.record(micros(now - sent_at));
                         last = Some(now);
                     }
                     Ok(_) => {
                         shared.nacked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The connection was lost before the broker answered: it may or may not
+                    // have the message.
+                    Err(error) if error.is_retryable() => {
+                        shared.unknown.fetch_add(1, Ordering::Relaxed);
                     }
                     // The channel closed: the producer reports why.
                     Err(_) => {}
@@ -506,14 +616,13 @@ async fn collect(
 
 async fn consumer(
     id: u32,
-    url: String,
     queue: String,
     settings: ConsumerSettings,
     shared: Arc<Shared>,
     ready: oneshot::Sender<()>,
     stop: watch::Receiver<bool>,
 ) -> ConsumerReport {
-    let connection = match connect(&url, &format!("perf consumer {id}")).await {
+    let connection = match shared.connect(&format!("perf consumer {id}")).await {
         Ok(connection) => connection,
         Err(failure) => {
             shared.fail(failure);
@@ -545,11 +654,16 @@ async fn consume(
             .basic_qos(settings.prefetch, BasicQosOptions::default())
             .await?;
     }
+    let arguments = match settings.stream {
+        true => FieldTable::new().with("x-stream-offset", "first"),
+        false => FieldTable::new(),
+    };
     let mut consumer = channel
         .basic_consume(
             queue,
             BasicConsumeOptions {
                 no_ack: settings.autoack,
+                arguments,
                 ..Default::default()
             },
         )
@@ -557,6 +671,7 @@ async fn consume(
     let _ = ready.send(());
 
     let mut report = ConsumerReport::default();
+    let mut order = Order::default();
     let mut unacked = 0u32;
     let mut last_tag = 0;
     let result = loop {
@@ -571,16 +686,27 @@ async fn consume(
         };
         let now = Instant::now();
         shared.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(previous) = report.last_received {
+            report.max_pause = report.max_pause.max(now - previous);
+        }
         report.last_received = Some(now);
-        let sent = delivery
-            .properties
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(SENT_HEADER))
-            .and_then(FieldValue::as_i64);
-        if let Some(sent) = sent {
+        let header = |name: &str| {
+            delivery
+                .properties
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(name))
+                .and_then(FieldValue::as_i64)
+        };
+        if let Some(sent) = header(SENT_HEADER) {
             let nanos = (unix_nanos() - sent).max(0) as u64;
             report.latency.record(nanos / 1000);
+        }
+        if let (Some(producer), Some(sequence)) = (header(PRODUCER_HEADER), header(SEQUENCE_HEADER))
+            && let (Ok(producer), Ok(sequence)) = (u32::try_from(producer), u64::try_from(sequence))
+            && shared.ledger.received(producer, sequence)
+        {
+            order.note(producer, sequence);
         }
         if !settings.autoack {
             unacked += 1;
@@ -589,8 +715,10 @@ async fn consume(
                 let options = BasicAckOptions {
                     multiple: settings.multiple_ack > 1,
                 };
-                if let Err(error) = channel.basic_ack(last_tag, options).await {
-                    break Err(error);
+                match channel.basic_ack(last_tag, options).await {
+                    // From before a lost connection: the broker delivers them again.
+                    Ok(()) | Err(Error::StaleDelivery { .. }) => {}
+                    Err(error) => break Err(error),
                 }
                 unacked = 0;
             }
@@ -601,6 +729,9 @@ async fn consume(
             .basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await;
     }
+    shared
+        .reordered
+        .fetch_add(order.reordered, Ordering::Relaxed);
     result.map(|()| report)
 }
 
@@ -650,8 +781,32 @@ async fn progress(
     }
 }
 
+/// The final report's numbers, for the text summary and for `--json`.
+struct Report {
+    queue: String,
+    setup: Vec<String>,
+    elapsed: Duration,
+    /// Counts and rates: the rate is over the time from the start to the last such event.
+    sent: Option<(u64, f64)>,
+    confirmed: Option<(u64, f64)>,
+    nacked: u64,
+    /// Publishes still waiting for an answer when the run ended (the unknown ones apart).
+    unconfirmed: u64,
+    /// Publishes whose outcome a lost connection made unknown.
+    unknown: u64,
+    received: Option<(u64, f64)>,
+    /// Loss checks, when the run both produced and consumed.
+    lost: Option<u64>,
+    duplicated: Option<u64>,
+    reordered: Option<u64>,
+    confirm_latency: Option<Histogram>,
+    end_to_end_latency: Option<Histogram>,
+    max_publish_pause: Option<Duration>,
+    max_consume_pause: Option<Duration>,
+}
+
 #[allow(clippy::too_many_arguments)]
-fn summarize(
+fn report(
     args: &PerfArgs,
     queue: &str,
     shared: &Shared,
@@ -659,7 +814,7 @@ fn summarize(
     stopped: Instant,
     producers: &[ProducerReport],
     consumers: &[ConsumerReport],
-) -> String {
+) -> Report {
     let plural = |n: u32, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let mut setup = vec![
         plural(args.producers, "producer"),
@@ -692,7 +847,10 @@ fn summarize(
     let sent = shared.sent.load(Ordering::Acquire);
     let confirmed = shared.confirmed.load(Ordering::Acquire);
     let nacked = shared.nacked.load(Ordering::Acquire);
+    let unknown = shared.unknown.load(Ordering::Acquire);
     let received = shared.received.load(Ordering::Acquire);
+    let loss = shared.ledger.loss();
+    let checked = args.producers > 0 && args.consumers > 0;
     let span = |last: Option<Instant>| last.map_or(0.0, |last| (last - start).as_secs_f64());
     let rate = |count: u64, seconds: f64| {
         if seconds > 0.0 {
@@ -712,39 +870,167 @@ fn summarize(
     for consumer in consumers {
         end_to_end.merge(&consumer.latency);
     }
+    let producing = args.producers > 0;
+    let confirming = args.confirm.is_some();
+    let consuming = args.consumers > 0;
+    Report {
+        queue: queue.to_owned(),
+        setup,
+        elapsed: stopped - start,
+        sent: producing.then(|| (sent, rate(sent, span(last_sent)))),
+        confirmed: confirming.then(|| (confirmed, rate(confirmed, span(last_confirmed)))),
+        nacked,
+        unconfirmed: sent.saturating_sub(confirmed + nacked + unknown),
+        unknown,
+        received: consuming.then(|| (received, rate(received, span(last_received)))),
+        lost: (checked && confirming).then_some(loss.lost),
+        duplicated: checked.then_some(loss.duplicated),
+        reordered: checked.then(|| shared.reordered.load(Ordering::Acquire)),
+        confirm_latency: confirming.then_some(confirm_latency),
+        end_to_end_latency: consuming.then_some(end_to_end),
+        max_publish_pause: producing.then(|| {
+            producers
+                .iter()
+                .map(|p| p.max_pause)
+                .max()
+                .unwrap_or_default()
+        }),
+        max_consume_pause: consuming.then(|| {
+            consumers
+                .iter()
+                .map(|c| c.max_pause)
+                .max()
+                .unwrap_or_default()
+        }),
+    }
+}
 
-    let mut out = format!("warren perf on queue {queue}: {}\n", setup.join(", "));
-    out += &format!("time:       {:.2} s\n", (stopped - start).as_secs_f64());
-    if args.producers > 0 {
+/// The report as text, a line per measure.
+fn text(report: &Report) -> String {
+    let mut out = format!(
+        "warren perf on queue {}: {}\n",
+        report.queue,
+        report.setup.join(", ")
+    );
+    out += &format!("time:       {:.2} s\n", report.elapsed.as_secs_f64());
+    if let Some((sent, rate)) = report.sent {
+        out += &format!("sent:       {sent} msgs, {rate:.0} msgs/s\n");
+    }
+    if let Some((confirmed, rate)) = report.confirmed {
         out += &format!(
-            "sent:       {sent} msgs, {:.0} msgs/s\n",
-            rate(sent, span(last_sent))
+            "confirmed:  {confirmed} msgs, {rate:.0} msgs/s ({} nacked, {} unconfirmed, {} \
+             unknown after a lost connection)\n",
+            report.nacked, report.unconfirmed, report.unknown
         );
     }
-    if args.confirm.is_some() {
-        let unconfirmed = sent.saturating_sub(confirmed + nacked);
+    if let Some((received, rate)) = report.received {
+        out += &format!("received:   {received} msgs, {rate:.0} msgs/s\n");
+    }
+    if let (Some(duplicated), Some(reordered)) = (report.duplicated, report.reordered) {
+        let lost = report
+            .lost
+            .map_or("not checked (no confirms)".to_owned(), |n| n.to_string());
         out += &format!(
-            "confirmed:  {confirmed} msgs, {:.0} msgs/s ({nacked} nacked, {unconfirmed} \
-             unconfirmed)\n",
-            rate(confirmed, span(last_confirmed))
+            "loss:       lost {lost} (confirmed, never received), duplicated {duplicated}, \
+             reordered {reordered}\n"
         );
     }
-    if args.consumers > 0 {
-        out += &format!(
-            "received:   {received} msgs, {:.0} msgs/s\n",
-            rate(received, span(last_received))
-        );
+    if let Some(latency) = &report.confirm_latency {
+        out += &format!("publish-to-confirm latency: {}\n", percentiles(latency));
     }
-    if args.confirm.is_some() {
-        out += &format!(
-            "publish-to-confirm latency: {}\n",
-            percentiles(&confirm_latency)
-        );
+    if let Some(latency) = &report.end_to_end_latency {
+        out += &format!("end-to-end latency:         {}\n", percentiles(latency));
     }
-    if args.consumers > 0 {
-        out += &format!("end-to-end latency:         {}\n", percentiles(&end_to_end));
-    }
+    let pauses: Vec<String> = [
+        ("between publishes", report.max_publish_pause),
+        ("between deliveries", report.max_consume_pause),
+    ]
+    .into_iter()
+    .filter_map(|(what, pause)| Some(format!("{what} {}", millis(pause?))))
+    .collect();
+    out += &format!("longest pause:              {}\n", pauses.join(", "));
     out
+}
+
+/// The report as one JSON object on one line. Absent measures (no producers, no confirms,
+/// no consumers) are `null`; times are in seconds (`elapsed_s`) or milliseconds (`*_ms`).
+fn json(report: &Report) -> String {
+    fn number(out: &mut String, key: &str, value: Option<impl std::fmt::Display>) {
+        match value {
+            Some(value) => out.push_str(&format!(",\"{key}\":{value}")),
+            None => out.push_str(&format!(",\"{key}\":null")),
+        }
+    }
+    fn latency(out: &mut String, key: &str, histogram: Option<&Histogram>) {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        match histogram {
+            Some(h) if h.len() > 0 => out.push_str(&format!(
+                ",\"{key}\":{{\"p50\":{},\"p95\":{},\"p99\":{},\"max\":{},\"samples\":{}}}",
+                ms(h.percentile(50.0)),
+                ms(h.percentile(95.0)),
+                ms(h.percentile(99.0)),
+                ms(h.max()),
+                h.len()
+            )),
+            _ => out.push_str(&format!(",\"{key}\":null")),
+        }
+    }
+    let ms = |pause: Duration| pause.as_secs_f64() * 1000.0;
+    let mut out = String::from("{\"queue\":");
+    crate::show::json_string(&mut out, &report.queue);
+    out.push_str(",\"setup\":");
+    crate::show::json_string(&mut out, &report.setup.join(", "));
+    number(&mut out, "elapsed_s", Some(report.elapsed.as_secs_f64()));
+    number(&mut out, "sent", report.sent.map(|(n, _)| n));
+    number(&mut out, "sent_per_s", report.sent.map(|(_, r)| r));
+    number(&mut out, "confirmed", report.confirmed.map(|(n, _)| n));
+    number(
+        &mut out,
+        "confirmed_per_s",
+        report.confirmed.map(|(_, r)| r),
+    );
+    number(&mut out, "nacked", report.confirmed.map(|_| report.nacked));
+    number(
+        &mut out,
+        "unconfirmed",
+        report.confirmed.map(|_| report.unconfirmed),
+    );
+    number(
+        &mut out,
+        "unknown",
+        report.confirmed.map(|_| report.unknown),
+    );
+    number(&mut out, "received", report.received.map(|(n, _)| n));
+    number(&mut out, "received_per_s", report.received.map(|(_, r)| r));
+    number(&mut out, "lost", report.lost);
+    number(&mut out, "duplicated", report.duplicated);
+    number(&mut out, "reordered", report.reordered);
+    latency(
+        &mut out,
+        "confirm_latency_ms",
+        report.confirm_latency.as_ref(),
+    );
+    latency(
+        &mut out,
+        "end_to_end_latency_ms",
+        report.end_to_end_latency.as_ref(),
+    );
+    number(
+        &mut out,
+        "max_publish_pause_ms",
+        report.max_publish_pause.map(ms),
+    );
+    number(
+        &mut out,
+        "max_consume_pause_ms",
+        report.max_consume_pause.map(ms),
+    );
+    out.push_str("}\n");
+    out
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
 }
 
 fn percentiles(histogram: &Histogram) -> String {

@@ -1,4 +1,5 @@
-//! `warren publish`: one message, with a publisher confirm.
+//! `warren publish`: one message, mandatory, with a publisher confirm: "confirmed" means that
+//! a queue took it.
 
 use std::io::{IsTerminal, Read};
 
@@ -9,7 +10,7 @@ use warren::{
 };
 
 use crate::cli::{PropertyArgs, PublishArgs};
-use crate::failure::{EXIT_NACKED, EXIT_RETURNED, Failure, with_connection};
+use crate::failure::{EXIT_NACKED, EXIT_NOT_ROUTED, Failure, with_connection};
 use crate::values::table;
 
 pub async fn run(url: &str, args: PublishArgs) -> Result<(), Failure> {
@@ -19,9 +20,11 @@ pub async fn run(url: &str, args: PublishArgs) -> Result<(), Failure> {
     let PublishArgs {
         exchange,
         routing_key,
-        mandatory,
+        no_mandatory,
         ..
     } = args;
+    // Mandatory unless asked otherwise: an unroutable message is an error, not "confirmed".
+    let mandatory = !no_mandatory;
     with_connection(url, "publish", |connection| async move {
         publish(
             &connection,
@@ -72,11 +75,12 @@ async fn publish(
         )),
         Confirmation::Returned(returned) => Err(Failure::with_code(
             format!(
-                "the broker returned the message to {target}: {} {} (no queue is bound to take it)",
+                "not routed: no queue took the message to {target}, and the broker returned it \
+                 ({} {}); bind a queue, or publish with --no-mandatory to let it be dropped",
                 returned.reply_code.0,
                 returned.reply_text.as_str()
             ),
-            EXIT_RETURNED,
+            EXIT_NOT_ROUTED,
         )),
         other => Err(Failure::new(format!(
             "unexpected confirmation for the message to {target}: {other:?}"
@@ -138,5 +142,6 @@ fn properties(args: PropertyArgs) -> Result<BasicProperties, Failure> {
         user_id: short("--user-id", args.user_id)?,
         app_id: short("--app-id", args.app_id)?,
         reserved: None,
+        invalid: None,
     })
 }

@@ -2,13 +2,13 @@
 
 use warren::wire::FieldValue;
 use warren::{
-    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind,
-    ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions, QueueUnbindOptions,
+    Connection, Error, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    ExchangeKind, ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions, QueueUnbindOptions, ReplyCode,
 };
 
 use crate::cli::{Binding, Declare, Delete, PurgeArgs};
-use crate::failure::{Failure, with_connection};
+use crate::failure::{EXIT_NOT_FOUND, Failure, with_connection};
 use crate::values::table;
 
 pub async fn declare(url: &str, what: Declare) -> Result<(), Failure> {
@@ -149,9 +149,14 @@ pub async fn purge(url: &str, args: PurgeArgs) -> Result<(), Failure> {
 
 pub async fn delete(url: &str, what: Delete) -> Result<(), Failure> {
     with_connection(url, "delete", |connection| async move {
-        let channel = connection.open_channel().await?;
+        // RabbitMQ deletes a missing queue or exchange "successfully": ask first, so that a
+        // mistyped name is not reported as deleted.
         match what {
             Delete::Queue(queue) => {
+                if !queue_exists(&connection, &queue.name).await? {
+                    return did_not_exist("queue", &queue.name, queue.if_exists);
+                }
+                let channel = connection.open_channel().await?;
                 let deleted = channel
                     .queue_delete(
                         &queue.name,
@@ -167,6 +172,10 @@ pub async fn delete(url: &str, what: Delete) -> Result<(), Failure> {
                 );
             }
             Delete::Exchange(exchange) => {
+                if !exchange_exists(&connection, &exchange.name).await? {
+                    return did_not_exist("exchange", &exchange.name, exchange.if_exists);
+                }
+                let channel = connection.open_channel().await?;
                 channel
                     .exchange_delete(
                         &exchange.name,
@@ -181,4 +190,50 @@ pub async fn delete(url: &str, what: Delete) -> Result<(), Failure> {
         Ok(())
     })
     .await
+}
+
+/// Whether `queue` exists: a passive declare, on a channel of its own, which a 404 closes.
+async fn queue_exists(connection: &Connection, queue: &str) -> Result<bool, Failure> {
+    let channel = connection.open_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    not_found_is_false(channel.queue_declare(queue, passive).await.map(drop))
+}
+
+/// Whether `exchange` exists, as [`queue_exists`] finds out for a queue.
+async fn exchange_exists(connection: &Connection, exchange: &str) -> Result<bool, Failure> {
+    let channel = connection.open_channel().await?;
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    // The kind is not checked by a passive declare.
+    not_found_is_false(
+        channel
+            .exchange_declare(exchange, ExchangeKind::Direct, passive)
+            .await,
+    )
+}
+
+fn not_found_is_false(result: Result<(), Error>) -> Result<bool, Failure> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(error) if error.reply_code() == Some(ReplyCode::NOT_FOUND) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The outcome of deleting what does not exist: a line on stdout with `--if-exists`, else an
+/// error with its own exit status.
+fn did_not_exist(what: &str, name: &str, if_exists: bool) -> Result<(), Failure> {
+    if if_exists {
+        println!("{what} {name:?} did not exist; nothing to delete");
+        return Ok(());
+    }
+    Err(Failure::with_code(
+        format!("{what} {name:?} did not exist; nothing deleted (--if-exists accepts that)"),
+        EXIT_NOT_FOUND,
+    ))
 }

@@ -249,7 +249,7 @@ fn help_describes_every_subcommand_and_option() {
         "--user-id",
         "--app-id",
         "--header",
-        "--mandatory",
+        "--no-mandatory",
         "--file",
     ] {
         assert!(publish.contains(flag), "publish --help lacks {flag}");

@@ -253,11 +253,19 @@ fn consume_writes_bodies_to_a_directory() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Publishing is mandatory by default: a message no queue takes is "not routed", exit status
+/// 4, never "confirmed"; --no-mandatory lets the broker drop it, with status 0.
 #[test]
-fn an_unroutable_mandatory_message_is_returned_with_exit_status_4() {
+fn an_unroutable_message_is_not_routed_with_exit_status_4() {
     let mut cleanup = Cleanup::new();
     let exchange = cleanup.exchange("unroutable");
     warren(&["declare", "exchange", &exchange]).ok();
+    let returned = warren(&["publish", "-e", &exchange, "-k", "nowhere", "x"]);
+    let line = returned.one_line_error(4, "warren: not routed: no queue took the message");
+    assert!(line.contains("312 NO_ROUTE"), "{line}");
+    assert!(line.contains("--no-mandatory"), "{line}");
+    assert!(returned.stdout.is_empty(), "{returned:#?}");
+    // --mandatory, the old way to ask for this, still works.
     let returned = warren(&[
         "publish",
         "-e",
@@ -267,10 +275,24 @@ fn an_unroutable_mandatory_message_is_returned_with_exit_status_4() {
         "--mandatory",
         "x",
     ]);
-    let line = returned.one_line_error(4, "warren: the broker returned the message");
-    assert!(line.contains("312 NO_ROUTE"), "{line}");
-    // Without --mandatory the broker acks and drops it.
-    warren(&["publish", "-e", &exchange, "-k", "nowhere", "x"]).ok();
+    returned.one_line_error(4, "warren: not routed:");
+    // Fire and forget: the broker acks and drops it.
+    let dropped = warren(&[
+        "publish",
+        "-e",
+        &exchange,
+        "-k",
+        "nowhere",
+        "--no-mandatory",
+        "x",
+    ])
+    .ok();
+    assert!(dropped.stdout.contains("confirmed"), "{dropped:#?}");
+    // Routed: confirmed, status 0.
+    let queue = cleanup.queue("routed");
+    warren(&["declare", "queue", &queue]).ok();
+    let routed = warren(&["publish", "-k", &queue, "x"]).ok();
+    assert!(routed.stdout.contains(": confirmed"), "{routed:#?}");
 }
 
 #[test]

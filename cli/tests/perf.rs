@@ -195,3 +195,82 @@ fn producers_only_and_consumers_only() {
         "{consumed:#?}"
     );
 }
+
+/// `--json`: the final report as one JSON object on one line of stdout, with the counts the
+/// text shows and the longest pauses.
+#[test]
+fn json_prints_the_report_as_one_object() {
+    let output = warren(&[
+        "perf",
+        "--producers",
+        "1",
+        "--consumers",
+        "1",
+        "--count",
+        "500",
+        "--confirm",
+        "50",
+        "--json",
+    ])
+    .ok();
+    let lines: Vec<&str> = output.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{output:#?}");
+    let report: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
+    assert_eq!(report["sent"], 500, "{report}");
+    assert_eq!(report["confirmed"], 500, "{report}");
+    assert_eq!(report["nacked"], 0, "{report}");
+    assert_eq!(report["unconfirmed"], 0, "{report}");
+    assert_eq!(report["received"], 500, "{report}");
+    for check in ["lost", "duplicated", "reordered", "unknown"] {
+        assert_eq!(report[check], 0, "{check}: {report}");
+    }
+    assert!(
+        report["queue"]
+            .as_str()
+            .unwrap()
+            .starts_with("warren-perf-"),
+        "{report}"
+    );
+    assert!(report["elapsed_s"].as_f64().unwrap() > 0.0, "{report}");
+    for rate in ["sent_per_s", "confirmed_per_s", "received_per_s"] {
+        assert!(report[rate].as_f64().unwrap() > 0.0, "{rate}: {report}");
+    }
+    for latency in ["confirm_latency_ms", "end_to_end_latency_ms"] {
+        let latency = &report[latency];
+        assert_eq!(latency["samples"], 500, "{report}");
+        let p50 = latency["p50"].as_f64().unwrap();
+        assert!(p50 <= latency["p99"].as_f64().unwrap(), "{report}");
+        assert!(latency["p99"].as_f64().unwrap() <= latency["max"].as_f64().unwrap());
+    }
+    for pause in ["max_publish_pause_ms", "max_consume_pause_ms"] {
+        assert!(report[pause].as_f64().unwrap() >= 0.0, "{pause}: {report}");
+    }
+
+    // Without consumers or confirms, what was not measured is null.
+    let mut cleanup = Cleanup::new();
+    let queue = cleanup.queue("perf-json");
+    let output = warren(&[
+        "perf",
+        "--producers",
+        "1",
+        "--consumers",
+        "0",
+        "--count",
+        "10",
+        "--queue",
+        &queue,
+        "--json",
+    ])
+    .ok();
+    let report: serde_json::Value = serde_json::from_str(output.stdout.trim()).unwrap();
+    assert_eq!(report["sent"], 10, "{report}");
+    for absent in [
+        "confirmed",
+        "received",
+        "confirm_latency_ms",
+        "max_consume_pause_ms",
+        "lost",
+    ] {
+        assert!(report[absent].is_null(), "{absent}: {report}");
+    }
+}

@@ -195,8 +195,10 @@ fn the_queue_type_and_durability_are_declared() {
     assert!(line.contains("type"), "{line}");
 }
 
+/// Deleting a queue or exchange that does not exist says so, with exit status 5, instead of
+/// reporting it deleted; --if-exists makes that a success.
 #[test]
-fn a_server_named_queue_is_printed_and_deleting_what_is_missing_succeeds() {
+fn a_server_named_queue_is_printed_and_deleting_what_is_missing_says_so() {
     let declared = warren(&["declare", "queue", "", "--auto-delete"]).ok();
     let name = declared
         .stdout
@@ -204,7 +206,23 @@ fn a_server_named_queue_is_printed_and_deleting_what_is_missing_succeeds() {
         .and_then(|rest| rest.split('"').next())
         .expect("the queue's name");
     assert!(name.starts_with("amq.gen-"), "{declared:#?}");
-    warren(&["delete", "queue", name]).ok();
-    warren(&["delete", "queue", name]).ok();
-    warren(&["delete", "exchange", &common::unique("never-declared")]).ok();
+    let deleted = warren(&["delete", "queue", name]).ok();
+    assert_eq!(
+        deleted.stdout.trim(),
+        format!("deleted queue {name:?} (0 messages)")
+    );
+    let again = warren(&["delete", "queue", name]);
+    let line = again.one_line_error(5, &format!("warren: queue {name:?} did not exist"));
+    assert!(line.contains("--if-exists"), "{line}");
+    assert!(again.stdout.is_empty(), "{again:#?}");
+    let quiet = warren(&["delete", "queue", name, "--if-exists"]).ok();
+    assert_eq!(
+        quiet.stdout.trim(),
+        format!("queue {name:?} did not exist; nothing to delete")
+    );
+
+    let exchange = common::unique("never-declared");
+    warren(&["delete", "exchange", &exchange])
+        .one_line_error(5, &format!("warren: exchange {exchange:?} did not exist"));
+    warren(&["delete", "exchange", &exchange, "--if-exists"]).ok();
 }

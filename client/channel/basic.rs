@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -14,20 +15,26 @@ const ENCODE_BUFFER_LOW: usize = 1024;
 
 use super::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, BasicRecoverOptions, BasicRejectOptions, Channel,
+    BasicPublishOptions, BasicQosOptions, BasicRecoverOptions, BasicRejectOptions, Body, Channel,
 };
-use crate::confirms::{Mandatory, PublishConfirm};
-use crate::connection::command::{Command, OnReply, Publish};
-use crate::consumer::{Consumer, ConsumerShared, DEFAULT_CONSUMER_BUFFER, decode_delivery};
-use crate::delivery_queue;
+use crate::config::BlockedPolicy;
+use crate::confirms::PublishConfirm;
+use crate::consumer::{Consumer, decode_delivery};
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::message::{Envelope, GetMessage, ReturnedMessage};
 use crate::protocol::{
-    BasicAck, BasicCancel, BasicConsume, BasicGet, BasicNack, BasicProperties, BasicPublish,
-    BasicQos, BasicRecover, BasicRecoverAsync, BasicRecoverOk, BasicReject, Method,
+    BasicCancel, BasicConsume, BasicGet, BasicProperties, BasicPublish, BasicQos, BasicRecover,
+    BasicRecoverAsync, BasicRecoverOk, Method,
 };
+use crate::shared::acks::Acknowledgement;
+use crate::shared::command::{Command, OnReply, Publish};
+use crate::shared::consumer::ConsumerShared;
+use crate::shared::delivery_queue;
+use crate::shared::ledger::Mandatory;
+use crate::telemetry;
 use crate::wire::{AmqpMethod, ShortString};
+use tracing::Instrument;
 
 impl Channel {
     /// Limits unacknowledged deliveries (`basic.qos`): the broker stops delivering to a
@@ -45,11 +52,16 @@ impl Channel {
 
     /// Starts a consumer on `queue` (`basic.consume`); its deliveries come out of the
     /// returned [`Consumer`] stream.
+    ///
+    /// With `x-stream-offset` in its arguments (a stream consumer: see
+    /// [`Channel::stream_consume`]), `no_ack` or a channel without a prefetch is refused
+    /// with [`Error::InvalidArgument`] before anything is sent, as RabbitMQ would refuse it.
     pub async fn basic_consume(
         &self,
         queue: &str,
         options: BasicConsumeOptions,
     ) -> Result<Consumer> {
+        self.check_stream_consume(&options)?;
         let BasicConsumeOptions {
             consumer_tag,
             no_local,
@@ -57,8 +69,9 @@ impl Channel {
             exclusive,
             arguments,
         } = options;
+        let queue = ShortString::try_from(queue)?;
         let method = BasicConsume {
-            queue: ShortString::try_from(queue)?,
+            queue: queue.clone(),
             consumer_tag: ShortString::try_from(consumer_tag)?,
             no_local,
             no_ack,
@@ -66,12 +79,22 @@ impl Channel {
             no_wait: false,
             arguments,
         };
-        let capacity = match self.shared().prefetch.load(Ordering::Acquire) {
-            0 => DEFAULT_CONSUMER_BUFFER,
-            prefetch => usize::from(prefetch),
+        // A prefetch bounds what the broker sends an acknowledging consumer, so that many
+        // deliveries cost the connection's budget nothing; the rest (all of a no_ack
+        // consumer's) count against it.
+        let allowance = match no_ack {
+            true => 0,
+            false => usize::from(self.shared().prefetch.load(Ordering::Acquire)),
         };
-        let (events, receiver) = delivery_queue::channel(capacity);
-        let shared = Arc::new(ConsumerShared::default());
+        let budget = self.connection_inner().state.consumer_budget.clone();
+        let (events, receiver) = delivery_queue::channel(allowance, budget);
+        let mut receiver = UnclaimedDeliveries {
+            receiver: Some(receiver),
+            channel: self,
+            no_ack,
+        };
+        let stream = method.arguments.contains_key(super::STREAM_OFFSET_ARGUMENT);
+        let shared = Arc::new(ConsumerShared::new(stream));
         let on_reply = OnReply::RegisterConsumer {
             events,
             shared: shared.clone(),
@@ -90,8 +113,10 @@ impl Channel {
                 reply: reply.method.name(),
             });
         };
+        let receiver = receiver.receiver.take().expect("taken only here");
         Ok(Consumer::new(
             ok.consumer_tag,
+            queue,
             self.clone(),
             receiver,
             shared,
@@ -120,37 +145,66 @@ impl Channel {
     /// Returns once the message is queued on the connection, with a [`PublishConfirm`] to
     /// await for the outcome: the broker's ack, nack or return in confirm mode (see
     /// [`Channel::confirm_select`]), [`Confirmation::NotRequested`](crate::Confirmation)
-    /// otherwise. The body is split into frames of the negotiated frame_max and is not copied
-    /// when large. While the broker pauses the channel (`channel.flow`) or the connection
-    /// is backed up, this waits, within the channel's deadline.
+    /// otherwise. The body is split into frames of the negotiated frame_max. An owned body
+    /// ([`Bytes`], `Vec<u8>`, `String`) is not copied when large; a borrowed one (`&str`,
+    /// `&[u8]`) is copied before this returns (see [`Body`]). While the broker pauses the
+    /// channel (`channel.flow`) or the connection is backed up, this waits, within the
+    /// channel's deadline. While the broker blocks the connection (`connection.blocked`),
+    /// it waits too, or fails at once with [`Error::Blocked`], as the connection's
+    /// [`BlockedPolicy`] says.
+    ///
+    /// The message is handed to the connection whole or not at all: if the returned future
+    /// is dropped before it completes, nothing was sent (see
+    /// [cancellation](crate#cancellation-what-a-dropped-future-did)).
+    ///
+    /// The message is validated and encoded when this is called, before the future is
+    /// polled, inside its `publish` span (`debug`, target `warren`). With the
+    /// `opentelemetry` feature, the OpenTelemetry context current at that moment is the
+    /// publish span's parent, and the span's trace context goes into the message's headers
+    /// (`traceparent`, ...; not if the properties carry a `traceparent` already).
     ///
     /// ```no_run
     /// # async fn example(channel: warren::Channel) -> Result<(), warren::Error> {
-    /// use warren::protocol::BasicProperties;
-    /// use warren::wire::ShortString;
-    /// use warren::{BasicPublishOptions, Confirmation};
+    /// use warren::{BasicProperties, BasicPublishOptions, Confirmation, DeliveryMode};
     ///
-    /// let properties = BasicProperties {
-    ///     content_type: Some(ShortString::from_static("text/plain")),
-    ///     delivery_mode: Some(2), // persistent
-    ///     ..Default::default()
-    /// };
+    /// let properties = BasicProperties::default()
+    ///     .with_content_type("text/plain")
+    ///     .with_delivery_mode(DeliveryMode::Persistent);
     /// let confirm = channel
     ///     .basic_publish("", "tasks", BasicPublishOptions::default(), "hello", properties)
     ///     .await?;
     /// assert_eq!(confirm.await?, Confirmation::Ack);
     /// # Ok(()) }
     /// ```
-    pub fn basic_publish(
+    pub fn basic_publish<'body>(
         &self,
         exchange: &str,
         routing_key: &str,
         options: BasicPublishOptions,
-        body: impl Into<Bytes>,
+        body: impl Into<Body<'body>>,
         properties: BasicProperties,
     ) -> impl Future<Output = Result<PublishConfirm>> + Send + '_ {
+        // Split here, where the body's type is known, so that an owned body costs no test of
+        // which kind it is.
+        let (body, inline) = body.into().into_parts();
         let prepared = basic_publish_method(exchange, routing_key, options)
-            .and_then(|method| self.prepare_publish(method, body.into(), &properties));
+            .and_then(|method| self.prepare_publish_spanned(method, body, inline, &properties));
+        self.enqueue_publish(prepared)
+    }
+
+    /// [`Channel::basic_publish`] with borrowed properties, for callers that may publish the
+    /// same message again (the [`Publisher`](crate::Publisher)).
+    pub(crate) fn basic_publish_ref<'body>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        options: BasicPublishOptions,
+        body: Body<'body>,
+        properties: &BasicProperties,
+    ) -> impl Future<Output = Result<PublishConfirm>> + Send + '_ {
+        let (body, inline) = body.into_parts();
+        let prepared = basic_publish_method(exchange, routing_key, options)
+            .and_then(|method| self.prepare_publish_spanned(method, body, inline, properties));
         self.enqueue_publish(prepared)
     }
 
@@ -162,23 +216,106 @@ impl Channel {
         body: Bytes,
         properties: BasicProperties,
     ) -> impl Future<Output = Result<PublishConfirm>> + Send + '_ {
-        self.enqueue_publish(self.prepare_publish(method, body, &properties))
+        let prepared = self.prepare_publish_spanned(method, body, None, &properties);
+        self.enqueue_publish(prepared)
+    }
+
+    /// [`Channel::prepare_publish`], inside the publish's spans when anyone traces: the one
+    /// choice every way of publishing goes through, so none of them publishes untraced.
+    #[inline]
+    fn prepare_publish_spanned(
+        &self,
+        method: BasicPublish,
+        body: Bytes,
+        inline: Option<&[u8]>,
+        properties: &BasicProperties,
+    ) -> Result<PreparedPublish> {
+        match telemetry::tracing_operations() {
+            true => self.prepare_publish_traced(method, body, inline, properties),
+            false => self.prepare_publish(method, body, inline, properties),
+        }
     }
 
     // A publish is prepared before its future exists, and the future holds only the command:
-    // the properties (448 bytes) and the method never enter it, so they are not moved each
-    // time the caller's future is, which was a seventh of a publish's instructions.
+    // the properties (424 bytes) and the method never enter it, so they are not moved each
+    // time the caller's future is, which was a seventh of a publish's instructions. A
+    // borrowed body is copied here too, so the future does not hold the borrow.
+
+    /// [`Channel::prepare_publish`] within the publish's span (and with the `opentelemetry`
+    /// feature its OpenTelemetry span, whose trace context goes into the headers). Out of
+    /// line, so that the untraced path is what it was before spans.
+    #[cold]
+    #[inline(never)]
+    fn prepare_publish_traced(
+        &self,
+        method: BasicPublish,
+        body: Bytes,
+        inline: Option<&[u8]>,
+        properties: &BasicProperties,
+    ) -> Result<PreparedPublish> {
+        let spans =
+            self.start_publish_spans(&method, inline.map_or(body.len(), <[u8]>::len), properties);
+        let prepared = {
+            let _entered = spans.span.enter();
+            let properties = spans.properties.as_ref().unwrap_or(properties);
+            self.prepare_publish(method, body, inline, properties)
+        };
+        spans.end(prepared.as_ref().err());
+        prepared
+    }
+
+    /// Starts the spans of a publish (and with the `opentelemetry` feature, puts the trace
+    /// context into a copy of its properties).
+    fn start_publish_spans(
+        &self,
+        method: &BasicPublish,
+        body_size: usize,
+        properties: &BasicProperties,
+    ) -> Box<telemetry::PublishSpans> {
+        let span = telemetry::publish_span(
+            &method.exchange,
+            &method.routing_key,
+            properties,
+            body_size,
+            || self.server(),
+        );
+        #[cfg(feature = "opentelemetry")]
+        let (otel, properties) = telemetry::otel::Operation::publish(
+            &method.exchange,
+            &method.routing_key,
+            properties,
+            body_size,
+            || self.server(),
+        );
+        #[cfg(not(feature = "opentelemetry"))]
+        let properties = None;
+        Box::new(telemetry::PublishSpans {
+            span,
+            properties,
+            #[cfg(feature = "opentelemetry")]
+            otel,
+        })
+    }
 
     /// Encodes a publish into the command for the driver, with the confirmation the caller
-    /// gets back.
+    /// gets back. The body is `body`, or `inline` (a short borrowed body, `body` then empty),
+    /// which is encoded with the frames.
     fn prepare_publish(
         &self,
         method: BasicPublish,
         body: Bytes,
+        inline: Option<&[u8]>,
         properties: &BasicProperties,
     ) -> Result<PreparedPublish> {
+        if properties.invalid.is_some() {
+            return Err(invalid_properties(properties));
+        }
         let shared = self.shared();
-        let frames = self.encode_publish(&method, properties, body.len())?;
+        if let Some(headers) = &properties.headers {
+            headers.check_sendable()?;
+        }
+        let body_size = inline.map_or(body.len(), <[u8]>::len);
+        let frames = self.encode_publish(&method, properties, body_size, inline)?;
         // Only a publish in confirm mode has an outcome to wait for; the others need no
         // channel back from the driver.
         let confirming = shared.confirm_mode.load(Ordering::Acquire);
@@ -192,7 +329,7 @@ impl Channel {
             Box::new(Mandatory {
                 exchange: method.exchange,
                 routing_key: method.routing_key,
-                body: body.clone(),
+                body: inline.map_or_else(|| body.clone(), Bytes::copy_from_slice),
             })
         });
         Ok(PreparedPublish {
@@ -216,11 +353,19 @@ impl Channel {
             confirm,
         } = prepared?;
         let shared = self.shared();
+        // Honour connection.blocked by the connection's policy: wait, or fail at once.
+        let connection = &self.connection_inner().state;
+        let blocked = connection.is_blocked();
+        if blocked && connection.blocked_policy == BlockedPolicy::FailFast {
+            return Err(Error::Blocked {
+                reason: connection.blocked_reason().unwrap_or_default(),
+            });
+        }
         // Honour channel.flow: publishes wait while the broker has paused the channel.
         let paused = !*shared.flow.borrow();
         let limit = shared.in_flight.get();
         // The common case waits for nothing, so it needs no timer.
-        let fast = match (paused, limit) {
+        let fast = match (paused || blocked, limit) {
             (true, _) => false,
             (false, None) => true,
             (false, Some(limit)) => match limit.clone().try_acquire_owned() {
@@ -241,20 +386,35 @@ impl Channel {
         }
         // Boxed: the waits and the timer would make every publish's future several times
         // larger, and it is moved with the caller's future, fast path or not.
-        Box::pin(self.enqueue_publish_slowly(command, paused, limit)).await?;
+        Box::pin(self.enqueue_publish_slowly(command, paused, blocked, limit)).await?;
         Ok(confirm)
     }
 
-    /// The slow path of [`Channel::enqueue_publish`]: waits for the channel to be resumed, for
-    /// an in-flight permit and for room in the driver's queue, within the deadline.
+    /// The slow path of [`Channel::enqueue_publish`]: waits for the connection to be
+    /// unblocked, for the channel to be resumed, for an in-flight permit and for room in the
+    /// driver's queue, within the deadline.
     async fn enqueue_publish_slowly(
         &self,
         mut command: Command,
         paused: bool,
+        blocked: bool,
         limit: Option<&Arc<tokio::sync::Semaphore>>,
     ) -> Result<()> {
         let shared = self.shared();
         let enqueue = async {
+            if blocked {
+                // Until unblocked, or the channel closes meanwhile.
+                let mut watch = self.connection_inner().state.watch_blocked();
+                let mut unblocked = std::pin::pin!(watch.wait_for(Option::is_none));
+                let mut closed = std::pin::pin!(self.closed());
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(result) = unblocked.as_mut().poll(cx) {
+                        return Poll::Ready(result.map(drop).map_err(|_| self.closed_error()));
+                    }
+                    closed.as_mut().poll(cx).map(Err)
+                })
+                .await?;
+            }
             if paused {
                 let mut flow = shared.flow.subscribe();
                 flow.wait_for(|active| *active)
@@ -282,12 +442,14 @@ impl Channel {
     }
 
     /// Encodes the method and content header frames of a publish, checking that they fit in
-    /// the negotiated frame_max.
+    /// the negotiated frame_max, and the body frames of `inline`, the whole body when it is
+    /// given.
     fn encode_publish(
         &self,
         method: &BasicPublish,
         properties: &BasicProperties,
         body_size: usize,
+        inline: Option<&[u8]>,
     ) -> Result<Bytes> {
         let frame_max = self.connection_inner().state.frame_max();
         let mut buffer = self
@@ -310,7 +472,14 @@ impl Channel {
                 )
             });
         match encoded {
-            Ok(()) => Ok(buffer.split().freeze()),
+            Ok(()) => {
+                if let Some(body) = inline {
+                    for chunk in body.chunks(frame::body_chunk_len(frame_max)) {
+                        frame::encode_body(&mut buffer, self.id(), chunk);
+                    }
+                }
+                Ok(buffer.split().freeze())
+            }
             Err(error) => {
                 buffer.clear();
                 Err(error.into())
@@ -359,31 +528,107 @@ impl Channel {
     }
 
     /// Acknowledges a delivery of this channel (`basic.ack`).
+    ///
+    /// Fails with [`Error::StaleDelivery`] for a delivery that came before the connection was
+    /// lost and recovered (its tag means nothing on the new connection; the broker delivers
+    /// the message again).
     pub async fn basic_ack(&self, delivery_tag: u64, options: BasicAckOptions) -> Result<()> {
-        self.send(BasicAck {
+        let ack = Acknowledgement::Ack {
             delivery_tag,
             multiple: options.multiple,
-        })
-        .await
+        };
+        if telemetry::tracing_operations() {
+            // Boxed: the spans would otherwise make every acknowledgement's future larger.
+            return Box::pin(self.settle_traced("ack", delivery_tag, ack)).await;
+        }
+        self.check_fresh(delivery_tag)?;
+        self.acknowledge(ack).await
     }
 
     /// Rejects one or more deliveries of this channel (`basic.nack`, a RabbitMQ extension).
+    /// Fails with [`Error::StaleDelivery`] as [`Channel::basic_ack`] does.
     pub async fn basic_nack(&self, delivery_tag: u64, options: BasicNackOptions) -> Result<()> {
-        self.send(BasicNack {
+        let nack = Acknowledgement::Nack {
             delivery_tag,
             multiple: options.multiple,
             requeue: options.requeue,
-        })
-        .await
+        };
+        if telemetry::tracing_operations() {
+            // Boxed: the spans would otherwise make every acknowledgement's future larger.
+            return Box::pin(self.settle_traced("nack", delivery_tag, nack)).await;
+        }
+        self.check_fresh(delivery_tag)?;
+        self.acknowledge(nack).await
     }
 
     /// Rejects a delivery of this channel (`basic.reject`).
+    /// Fails with [`Error::StaleDelivery`] as [`Channel::basic_ack`] does.
     pub async fn basic_reject(&self, delivery_tag: u64, options: BasicRejectOptions) -> Result<()> {
-        self.send(BasicReject {
+        let reject = Acknowledgement::Reject {
             delivery_tag,
             requeue: options.requeue,
+        };
+        if telemetry::tracing_operations() {
+            // Boxed: the spans would otherwise make every acknowledgement's future larger.
+            return Box::pin(self.settle_traced("reject", delivery_tag, reject)).await;
+        }
+        self.check_fresh(delivery_tag)?;
+        self.acknowledge(reject).await
+    }
+
+    /// Sends an acknowledgement (`operation` names it) within its settle span(s).
+    async fn settle_traced(
+        &self,
+        operation: &'static str,
+        delivery_tag: u64,
+        ack: Acknowledgement,
+    ) -> Result<()> {
+        let span = telemetry::settle_span(operation, delivery_tag);
+        #[cfg(feature = "opentelemetry")]
+        let otel = telemetry::otel::Operation::settle(operation, delivery_tag);
+        let result = async {
+            self.check_fresh(delivery_tag)?;
+            self.acknowledge(ack).await
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(error) = &result {
+            telemetry::record_error(&span, error);
+        }
+        #[cfg(feature = "opentelemetry")]
+        otel.end(result.as_ref().err());
+        result
+    }
+
+    /// Hands an acknowledgement to the driver in the channel's open batch; only the one that
+    /// opens a batch queues a command (see `shared/acks.rs`), and only it can wait, for room
+    /// in the driver's queue.
+    async fn acknowledge(&self, ack: Acknowledgement) -> Result<()> {
+        if let Some(error) = self.shared().closed_reason() {
+            return Err(error);
+        }
+        let Some(batch) = self.shared().acks.push(ack) else {
+            return Ok(());
+        };
+        let command = Command::Acks {
+            channel: self.key(),
+            batch: batch.clone(),
+        };
+        // Other calls may join the batch before its command is queued, so the command must
+        // not be lost if this future is dropped while it waits for room.
+        let queued = self.connection_inner().send_even_if_dropped(command).await;
+        queued.map_err(|()| {
+            self.shared().acks.abandon(&batch);
+            self.closed_error()
         })
-        .await
+    }
+
+    /// Refuses to acknowledge a delivery from before a recovery.
+    fn check_fresh(&self, delivery_tag: u64) -> Result<()> {
+        match self.shared().is_stale(delivery_tag) {
+            true => Err(Error::StaleDelivery { delivery_tag }),
+            false => Ok(()),
+        }
     }
 
     /// Redelivers this channel's unacknowledged messages (`basic.recover`) and waits for the
@@ -454,6 +699,16 @@ impl futures_core::Stream for Returns {
     }
 }
 
+/// The error for properties holding a string a setter could not store.
+#[cold]
+fn invalid_properties(properties: &BasicProperties) -> Error {
+    let text = properties
+        .invalid
+        .as_ref()
+        .map_or_else(String::new, |invalid| invalid.to_string());
+    Error::InvalidArgument(text)
+}
+
 /// The `basic.publish` method for [`Channel::basic_publish`]'s arguments.
 fn basic_publish_method(
     exchange: &str,
@@ -466,6 +721,49 @@ fn basic_publish_method(
         mandatory: options.mandatory,
         immediate: options.immediate,
     })
+}
+
+/// The delivery queue of a consumer being started, until its [`Consumer`] takes it. If the
+/// `basic_consume` future is dropped after the consumer started on the broker but before the
+/// `Consumer` exists, deliveries may already wait here: they are requeued, as a dropped
+/// `Consumer` requeues its unread ones. (The consumer itself is cancelled by whoever finds its
+/// `basic.consume-ok` unclaimed: the driver, or `channel::ReplyReceiver`.)
+struct UnclaimedDeliveries<'a> {
+    receiver: Option<delivery_queue::Receiver<crate::shared::consumer::ConsumerEvent>>,
+    channel: &'a Channel,
+    no_ack: bool,
+}
+
+impl Drop for UnclaimedDeliveries<'_> {
+    fn drop(&mut self) {
+        let Some(mut receiver) = self.receiver.take() else {
+            return;
+        };
+        let unread = receiver.close();
+        if !self.no_ack {
+            self.channel.requeue_unread(unread);
+        }
+    }
+}
+
+impl Channel {
+    /// Hands back deliveries a consumer received but the application never read, so that
+    /// they are not stuck until the channel closes: a `basic.reject` with requeue for each,
+    /// through the control queue (callers are `Drop`s, which cannot wait for room).
+    pub(crate) fn requeue_unread(
+        &self,
+        unread: impl IntoIterator<Item = crate::shared::consumer::RawDelivery>,
+    ) {
+        for raw in unread {
+            let _ = self.connection_inner().control(Command::send(
+                self.key(),
+                crate::protocol::BasicReject {
+                    delivery_tag: raw.deliver.delivery_tag,
+                    requeue: true,
+                },
+            ));
+        }
+    }
 }
 
 /// A publish encoded and ready for the driver, with the confirmation its caller gets.

@@ -8,141 +8,35 @@
 //! [`Channel::send`] (an asynchronous method).
 
 mod basic;
+mod body;
 mod exchange;
 mod options;
 mod queue;
+mod stream;
 mod tx;
 
+pub use basic::Returns;
+pub use body::Body;
 pub use options::*;
+pub use stream::{
+    STREAM_OFFSET_ARGUMENT, StreamConsumeOptions, StreamDeclareOptions, StreamOffset,
+};
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::sync::{Semaphore, broadcast, oneshot, watch};
+use tokio::sync::oneshot;
 
-use crate::connection::command::{ChannelKey, Command, OnReply, Rpc, RpcReply};
 use crate::connection::{Connection, ConnectionInner};
 use crate::error::{Error, Result};
-use crate::message::ReturnedMessage;
 use crate::protocol::{Method, Request};
+use crate::shared::channel::ChannelShared;
+use crate::shared::command::{ChannelKey, Command, OnReply, Rpc, RpcReply};
+use crate::telemetry;
 use crate::wire::{AmqpMethod, MethodId};
-
-/// How many returned messages a returns stream buffers before the oldest are dropped.
-const RETURNS_CAPACITY: usize = 1024;
-
-/// A channel's state shared between its handles and the driver.
-#[derive(Debug)]
-pub(crate) struct ChannelShared {
-    pub id: u16,
-    /// Which opening of channel number `id` this is (see [`ChannelKey`]).
-    pub epoch: u64,
-    open: AtomicBool,
-    closed: Mutex<Option<Error>>,
-    /// Set by the driver when `confirm.select-ok` arrives.
-    pub confirm_mode: AtomicBool,
-    /// The limit on unconfirmed publishes, if the application asked for one.
-    pub in_flight: OnceLock<Arc<Semaphore>>,
-    /// Prefetch count of the last `basic.qos`, which sizes consumer buffers.
-    pub prefetch: AtomicU16,
-    /// `false` while the broker has paused the channel with `channel.flow`.
-    pub flow: watch::Sender<bool>,
-    /// Where returned messages go.
-    returns: Mutex<ReturnsSender>,
-    /// Where publishers encode their method and header frames: frames are split off it, so
-    /// one allocation serves many publishes.
-    pub encode_buffer: Mutex<BytesMut>,
-}
-
-/// The sender of a channel's returns streams. It is made by the first `returns()` call, not
-/// with the channel: its buffer is sized for a burst of returns, and most channels never
-/// listen.
-#[derive(Debug)]
-enum ReturnsSender {
-    NobodyListened,
-    Listening(broadcast::Sender<Arc<ReturnedMessage>>),
-    /// The channel closed; dropping the sender ended the streams.
-    Closed,
-}
-
-impl ChannelShared {
-    pub(crate) fn new(id: u16, epoch: u64) -> Self {
-        Self {
-            id,
-            epoch,
-            open: AtomicBool::new(true),
-            closed: Mutex::new(None),
-            confirm_mode: AtomicBool::new(false),
-            in_flight: OnceLock::new(),
-            prefetch: AtomicU16::new(0),
-            flow: watch::Sender::new(true),
-            returns: Mutex::new(ReturnsSender::NobodyListened),
-            encode_buffer: Mutex::new(BytesMut::new()),
-        }
-    }
-
-    pub(crate) fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
-    }
-
-    /// The key commands for this channel carry.
-    pub(crate) fn key(&self) -> ChannelKey {
-        ChannelKey {
-            id: self.id,
-            epoch: self.epoch,
-        }
-    }
-
-    /// Marks the channel closed for good with `reason` (only the first reason is kept).
-    pub(crate) fn set_closed(&self, reason: Error) {
-        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        if closed.is_none() {
-            *closed = Some(reason);
-        }
-        self.open.store(false, Ordering::Release);
-        drop(closed);
-        // Wake publishers waiting for flow, so they see the close.
-        self.flow.send_replace(true);
-        // End the returns streams.
-        *self.returns.lock().unwrap_or_else(|e| e.into_inner()) = ReturnsSender::Closed;
-    }
-
-    /// Passes a returned message to the returns streams; `false` if nobody listens.
-    pub(crate) fn publish_return(&self, message: &ReturnedMessage) -> bool {
-        match &*self.returns.lock().unwrap_or_else(|e| e.into_inner()) {
-            ReturnsSender::Listening(sender) => sender.send(Arc::new(message.clone())).is_ok(),
-            ReturnsSender::NobodyListened | ReturnsSender::Closed => false,
-        }
-    }
-
-    /// A receiver of returned messages; already ended if the channel is closed.
-    pub(crate) fn subscribe_returns(&self) -> broadcast::Receiver<Arc<ReturnedMessage>> {
-        let mut returns = self.returns.lock().unwrap_or_else(|e| e.into_inner());
-        match &*returns {
-            ReturnsSender::Listening(sender) => sender.subscribe(),
-            ReturnsSender::NobodyListened => {
-                let sender = broadcast::Sender::new(RETURNS_CAPACITY);
-                let receiver = sender.subscribe();
-                *returns = ReturnsSender::Listening(sender);
-                receiver
-            }
-            ReturnsSender::Closed => broadcast::Sender::new(1).subscribe(),
-        }
-    }
-
-    /// Why the channel is closed, if it is.
-    pub(crate) fn closed_reason(&self) -> Option<Error> {
-        if self.is_open() {
-            return None;
-        }
-        self.closed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
+use tracing::Instrument;
 
 /// What one handle holds; the last one dropped closes the channel.
 struct ChannelHandle {
@@ -153,7 +47,7 @@ struct ChannelHandle {
 impl Drop for ChannelHandle {
     fn drop(&mut self) {
         if self.shared.is_open() {
-            self.connection.inner.control(Command::CloseChannel {
+            let _ = self.connection.inner.control(Command::CloseChannel {
                 channel: self.shared.key(),
                 reply: None,
             });
@@ -170,7 +64,10 @@ impl Drop for ChannelHandle {
 ///
 /// Every call that waits for the broker has a deadline: the connection's operation timeout,
 /// or the one set with [`Channel::with_timeout`]. A call whose deadline passes returns
-/// [`Error::Timeout`]; the channel stays consistent (a late reply is discarded).
+/// [`Error::Timeout`]; the channel stays consistent (a late reply is discarded). A call whose
+/// future is dropped is the same: the crate documentation's section on
+/// [cancellation](crate#cancellation-what-a-dropped-future-did) says, call by call, whether
+/// its request reached the broker.
 #[derive(Clone)]
 pub struct Channel {
     handle: Arc<ChannelHandle>,
@@ -300,6 +197,7 @@ impl Channel {
             )));
         }
         let method = method.into();
+        check_tables(&method)?;
         if M::SYNCHRONOUS && !method.no_wait() {
             return Err(Error::InvalidArgument(format!(
                 "{} expects a reply; use Channel::call, or set its no_wait field",
@@ -307,11 +205,7 @@ impl Channel {
             )));
         }
         let selects_confirms = matches!(method, Method::ConfirmSelect(_));
-        self.command(Command::Send {
-            channel: self.key(),
-            method,
-        })
-        .await?;
+        self.command(Command::send(self.key(), method)).await?;
         if selects_confirms {
             // No select-ok will come. Publishes queued after this one are numbered by the
             // broker, so from now on they need a confirmation to report.
@@ -330,8 +224,14 @@ impl Channel {
         replies: &'static [MethodId],
         on_reply: OnReply,
     ) -> Result<RpcReply> {
+        check_tables(&method)?;
         let name = method.name();
         let (reply, receiver) = oneshot::channel();
+        let mut receiver = ReplyReceiver {
+            receiver,
+            channel: self,
+            requeue_get: matches!(&method, Method::BasicGet(get) if !get.no_ack),
+        };
         let rpc = Rpc {
             channel: self.key(),
             method,
@@ -340,23 +240,37 @@ impl Channel {
             reply,
         };
         let exchange = async {
-            self.command(Command::Rpc(rpc)).await?;
-            match receiver.await {
+            self.command(Command::Rpc(Box::new(rpc))).await?;
+            match (&mut receiver.receiver).await {
                 Ok(result) => result,
                 Err(_) => Err(self.closed_error()),
             }
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        let span = telemetry::rpc_span(name, self.id(), || self.server());
+        #[cfg(feature = "opentelemetry")]
+        let otel = telemetry::otel::Operation::rpc(name, self.id(), || self.server());
+        let result = match tokio::time::timeout(self.timeout, exchange)
+            .instrument(span.clone())
+            .await
+        {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
                 operation: name,
                 after: self.timeout,
             }),
+        };
+        if let Err(error) = &result {
+            telemetry::record_error(&span, error);
         }
+        #[cfg(feature = "opentelemetry")]
+        otel.end(result.as_ref().err());
+        result
     }
 
     /// Queues a command for the driver, failing at once if the channel is closed.
     pub(crate) async fn command(&self, command: Command) -> Result<()> {
+        // Acknowledgements made after this command must follow it (see `shared/acks.rs`).
+        self.handle.shared.acks.seal();
         // Most of the time the queue has room: skip the asynchronous send's machinery.
         let Some(command) = self.try_command(command)? else {
             return Ok(());
@@ -394,6 +308,11 @@ impl Channel {
 
     pub(crate) fn shared(&self) -> &Arc<ChannelShared> {
         &self.handle.shared
+    }
+
+    /// Where the channel's connection is connected, for spans.
+    pub(crate) fn server(&self) -> telemetry::Server {
+        self.connection_inner().state.server()
     }
 
     pub(crate) fn connection_inner(&self) -> &Arc<ConnectionInner> {
@@ -442,6 +361,44 @@ impl Channel {
     }
 }
 
+/// The receiving end of an RPC's reply. If the caller gives up (its future is dropped, or its
+/// deadline passes) after the reply arrived but before reading it, dropping this undoes what
+/// the reply started, as the driver does for a reply that arrives after the caller gave up
+/// (`Driver::rpc_reply`): a consumer nobody will read is cancelled, and a message that
+/// `basic.get` fetched for nobody is requeued instead of staying unacknowledged.
+struct ReplyReceiver<'a> {
+    receiver: oneshot::Receiver<Result<RpcReply>>,
+    channel: &'a Channel,
+    /// Whether the request is a `basic.get` without `no_ack`, whose message must go back.
+    requeue_get: bool,
+}
+
+impl Drop for ReplyReceiver<'_> {
+    fn drop(&mut self) {
+        // Closed first, so that a reply cannot slip in between the look and the drop of the
+        // receiver: a send after this fails, and the driver undoes the reply itself.
+        self.receiver.close();
+        if let Ok(Ok(reply)) = self.receiver.try_recv() {
+            let channel = self.channel.key();
+            let command = match reply.method {
+                Method::BasicConsumeOk(ok) => Command::ForgetConsumer {
+                    channel,
+                    consumer_tag: ok.consumer_tag,
+                },
+                Method::BasicGetOk(ok) if self.requeue_get => Command::send(
+                    channel,
+                    crate::protocol::BasicReject {
+                        delivery_tag: ok.delivery_tag,
+                        requeue: true,
+                    },
+                ),
+                _ => return,
+            };
+            let _ = self.channel.handle.connection.inner.control(command);
+        }
+    }
+}
+
 /// Refuses methods that only the named calls may send, because the driver must manage them.
 fn check_sendable(id: MethodId, name: &'static str) -> Result<()> {
     const CONNECTION: u16 = 10;
@@ -456,6 +413,16 @@ fn check_sendable(id: MethodId, name: &'static str) -> Result<()> {
     Err(Error::InvalidArgument(format!(
         "{name} cannot be sent through the generic call: {hint}"
     )))
+}
+
+/// Refuses a method whose field tables cannot be sent (see
+/// [`FieldTable::check_sendable`](crate::wire::FieldTable::check_sendable)), before it is
+/// encoded.
+fn check_tables(method: &Method) -> Result<()> {
+    for table in method.field_tables() {
+        table.check_sendable()?;
+    }
+    Ok(())
 }
 
 fn unexpected_reply(request: &'static str, reply: &Method) -> Error {

@@ -5,44 +5,9 @@
 //! has one shape. Send the generated method with `no_wait` set through
 //! [`Channel::send`](super::Channel::send) when you need that.
 
-use std::fmt;
-
 use crate::wire::{FieldTable, ShortString};
 
-/// The type of an exchange.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ExchangeKind {
-    /// Routes to queues whose binding key equals the routing key.
-    Direct,
-    /// Routes to every bound queue, ignoring the routing key.
-    Fanout,
-    /// Routes by pattern: `*` matches one dot-separated word, `#` zero or more.
-    Topic,
-    /// Routes by message headers, as the binding's arguments (`x-match`) say.
-    Headers,
-    /// A plugin's exchange type, e.g. `x-consistent-hash` or `x-delayed-message`.
-    Custom(String),
-}
-
-impl ExchangeKind {
-    /// The type's name as the broker knows it.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Direct => "direct",
-            Self::Fanout => "fanout",
-            Self::Topic => "topic",
-            Self::Headers => "headers",
-            Self::Custom(name) => name,
-        }
-    }
-}
-
-impl fmt::Display for ExchangeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::topology::ExchangeKind;
 
 /// Options of [`Channel::exchange_declare`](super::Channel::exchange_declare).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, oneshot};
 
 use super::{Channel, ConfirmSelectOptions};
-use crate::confirms::ConfirmSummary;
-use crate::connection::command::Command;
 use crate::error::{Error, Result};
 use crate::protocol::{ConfirmSelect, TxCommit, TxRollback, TxSelect};
+use crate::shared::command::Command;
+use crate::shared::ledger::ConfirmSummary;
 
 impl Channel {
     /// Puts the channel in transaction mode (`tx.select`): publishes and acknowledgements take

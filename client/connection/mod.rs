@@ -1,112 +1,45 @@
 //! Connections: connecting, the handle applications hold, and what the connection tells them.
 
-pub(crate) mod command;
-mod driver;
-mod handshake;
-mod options;
-mod transport;
-pub mod uri;
-mod write_queue;
-
-pub use options::{
-    AuthMechanism, ConnectionOptions, DEFAULT_PORT, DEFAULT_TLS_PORT, Password, TlsOptions,
-    TrustRoots,
+pub use crate::config::uri;
+pub use crate::config::uri::{HostError, PortError, UriError, UriPart};
+pub use crate::config::{
+    AuthMechanism, BlockedPolicy, ConnectionOptions, DEFAULT_CONSUMER_BUFFER_BUDGET,
+    DEFAULT_CONSUMER_STALL_TIMEOUT, DEFAULT_PORT, DEFAULT_TLS_PORT, Endpoint, EndpointOrder,
+    Password, RecoveryPolicy, TlsOptions, TrustRoots,
 };
-pub use uri::{HostError, PortError, UriError, UriPart};
+pub use crate::shared::connection::{ConnectionEvent, ConnectionStatus};
+pub use crate::shared::stats::ConnectionStats;
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_core::Stream;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tracing::debug;
 
-use self::command::{Command, OnReply};
-use self::driver::Driver;
-use self::handshake::Tuning;
-use self::transport::Transport;
 use crate::channel::Channel;
+use crate::driver;
 use crate::error::{Error, Result};
 use crate::protocol::{ConnectionUpdateSecret, Request};
+use crate::shared::command::{self, Command, OnReply};
+use crate::shared::connection::ConnectionShared;
 use crate::topology::Topology;
 use crate::wire::{FieldTable, LongString, ShortString};
 
-/// Commands the bounded queue to the driver holds before callers wait.
-const COMMAND_QUEUE: usize = 1024;
-/// Events a lagging [`Events`] stream may miss before it skips ahead.
-const EVENT_CAPACITY: usize = 64;
-
-/// Something that happened to a connection, from [`Connection::events`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum ConnectionEvent {
-    /// The broker stopped reading from the connection because of a resource alarm (memory or
-    /// disk): publishes wait until it unblocks. Consumers on other connections keep working.
-    Blocked {
-        /// The broker's reason, e.g. `low on memory`.
-        reason: String,
-    },
-    /// The broker lifted the block.
-    Unblocked,
-    /// The connection is closed; the error says who closed it and why.
-    Closed(Error),
-}
-
-/// Connection state shared by the handles and the driver.
-#[derive(Debug)]
-pub(crate) struct ConnectionState {
-    open: AtomicBool,
-    closed: Mutex<Option<Error>>,
-    closed_watch: watch::Sender<bool>,
-    events: broadcast::Sender<ConnectionEvent>,
-    pub(crate) blocked: AtomicBool,
-    pub(crate) operation_timeout: Duration,
-    tuning: Tuning,
-    server_properties: FieldTable,
-    topology: Mutex<Topology>,
-}
-
-impl ConnectionState {
-    /// Records why the connection closed (the first reason wins) and tells everyone once.
-    pub(crate) fn set_closed(&self, reason: Error) {
-        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        if closed.is_some() {
-            return;
-        }
-        *closed = Some(reason.clone());
-        self.open.store(false, Ordering::Release);
-        drop(closed);
-        self.emit(ConnectionEvent::Closed(reason));
-        self.closed_watch.send_replace(true);
-    }
-
-    pub(crate) fn emit(&self, event: ConnectionEvent) {
-        // No subscriber is fine: events are for those who listen.
-        let _ = self.events.send(event);
-    }
-
-    /// The negotiated frame_max.
-    pub(crate) fn frame_max(&self) -> u32 {
-        self.tuning.frame_max
-    }
-
-    pub(crate) fn topology(&self) -> MutexGuard<'_, Topology> {
-        self.topology.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+/// How much longer than the operation timeout `close` waits for the driver, which gives up on
+/// the broker's close-ok at the operation timeout.
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
 
 /// What every handle of one connection shares; dropping the last one closes the connection.
 #[derive(Debug)]
 pub(crate) struct ConnectionInner {
     commands: mpsc::Sender<Command>,
     control: mpsc::UnboundedSender<Command>,
-    pub(crate) state: Arc<ConnectionState>,
+    pub(crate) state: Arc<ConnectionShared>,
     pub(crate) operation_timeout: Duration,
 }
 
@@ -126,30 +59,69 @@ impl ConnectionInner {
         }
     }
 
-    /// Queues a command without waiting (from `Drop`).
-    pub(crate) fn control(&self, command: Command) {
-        let _ = self.control.send(command);
+    /// Queues a command, waiting while the driver's queue is full, like [`Self::send`]; but if
+    /// the caller drops the future while it waits, the command still goes, through the
+    /// control queue (for commands that carry others' work: a batch of acknowledgements).
+    pub(crate) async fn send_even_if_dropped(
+        &self,
+        command: Command,
+    ) -> std::result::Result<(), ()> {
+        let command = match self.try_send(command)? {
+            None => return Ok(()),
+            Some(command) => command,
+        };
+        let mut pending = SendOnDrop {
+            control: &self.control,
+            command: Some(command),
+        };
+        let permit = self.commands.reserve().await;
+        let command = pending.command.take().expect("taken only here");
+        permit.map_err(drop)?.send(command);
+        Ok(())
+    }
+
+    /// Queues a command without waiting (from `Drop`, and for `close`, which must reach the
+    /// driver while it recovers and takes no ordinary commands).
+    pub(crate) fn control(&self, command: Command) -> std::result::Result<(), ()> {
+        self.control.send(command).map_err(drop)
     }
 
     pub(crate) fn closed_reason(&self) -> Option<Error> {
-        if self.state.open.load(Ordering::Acquire) {
-            return None;
+        self.state.closed_reason()
+    }
+}
+
+/// A command waiting for room in the driver's queue, sent through the control queue if the
+/// wait is abandoned.
+struct SendOnDrop<'a> {
+    control: &'a mpsc::UnboundedSender<Command>,
+    command: Option<Command>,
+}
+
+impl Drop for SendOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(command) = self.command.take() {
+            // The driver takes everything in the ordered queue before a control command.
+            let _ = self.control.send(command);
         }
-        self.state
-            .closed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 }
 
 /// A connection to RabbitMQ.
 ///
 /// Cloning is cheap and gives another handle to the same connection. One tokio task (the
-/// driver, spawned by [`Connection::connect`]) owns the socket; handles talk to it. The
-/// connection closes when [`Connection::close`] is called, when the broker closes it, when it
-/// fails (network, heartbeat timeout, protocol violation), or when the last handle (including
-/// those inside channels, consumers and deliveries) is dropped.
+/// driver, spawned by [`Connection::connect`]) owns the socket; handles talk to it.
+///
+/// When the connection is lost without the application asking (network failure, broker
+/// restart, a missed heartbeat, the broker closing it), warren recovers it by default: it
+/// reconnects and restores the channels, topology and consumers under the same handles (see
+/// [`RecoveryPolicy`] and the README's "Recovery" section); [`Connection::events`] reports
+/// each step. The connection closes for good when [`Connection::close`] is called, when
+/// recovery is off or gives up, or when the last handle (including those inside channels,
+/// consumers and deliveries) is dropped.
+///
+/// What happens when the future of one of its calls is dropped before it completes is in the
+/// crate documentation, [cancellation](crate#cancellation-what-a-dropped-future-did).
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), warren::Error> {
@@ -169,9 +141,33 @@ pub struct Connection {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("open", &self.is_open())
-            .field("tuning", &self.inner.state.tuning)
+            .field("status", &self.status())
+            .field("endpoint", &self.endpoint())
+            .field("channel_max", &self.channel_max())
+            .field("frame_max", &self.frame_max())
+            .field("heartbeat", &self.heartbeat())
             .finish_non_exhaustive()
+    }
+}
+
+/// The receiving end of a channel being opened. If the caller gives up (a dropped future, a
+/// timeout) after the channel opened but before taking it, dropping this closes the channel,
+/// as the driver does for an open-ok that arrives after the caller gave up: a channel nobody
+/// holds must not keep its number.
+struct OpenedChannel<'a> {
+    receiver: oneshot::Receiver<Result<Arc<crate::shared::channel::ChannelShared>>>,
+    connection: &'a Connection,
+}
+
+impl Drop for OpenedChannel<'_> {
+    fn drop(&mut self) {
+        // Closed first, so that the driver cannot hand over a channel between the look and the
+        // drop of the receiver: its send fails and it closes the channel itself.
+        self.receiver.close();
+        if let Ok(Ok(shared)) = self.receiver.try_recv() {
+            // The handle's own Drop closes it.
+            drop(Channel::new(shared, self.connection.clone()));
+        }
     }
 }
 
@@ -189,62 +185,65 @@ impl Connection {
     ///
     /// Fails with [`Error::Connect`] when nothing listens, [`Error::Authentication`] when the
     /// broker refuses the credentials, [`Error::ConnectionClosed`] with `530 NOT_ALLOWED` for
-    /// an unknown virtual host, and [`Error::Timeout`] when the deadline passes.
+    /// an unknown virtual host, and [`Error::Timeout`] when the deadline passes. The first
+    /// connection is not retried: recovery starts only once a connection was made.
     pub async fn connect_with(options: ConnectionOptions) -> Result<Self> {
-        handshake::check_mechanisms(&options)?;
-        let deadline = options.connection_timeout;
-        let opened = tokio::time::timeout(deadline, async {
-            let transport = Transport::connect(&options).await?;
-            handshake::open(transport, &options).await
-        })
-        .await
-        .map_err(|_| Error::Timeout {
-            operation: "connect",
-            after: deadline,
-        })??;
+        let operation_timeout = options.operation_timeout;
+        Ok(Self::from_driver(
+            driver::start(options).await?,
+            operation_timeout,
+        ))
+    }
 
-        let (commands, command_receiver) = mpsc::channel(COMMAND_QUEUE);
-        let (control, control_receiver) = mpsc::unbounded_channel();
-        let state = Arc::new(ConnectionState {
-            open: AtomicBool::new(true),
-            closed: Mutex::new(None),
-            closed_watch: watch::Sender::new(false),
-            events: broadcast::Sender::new(EVENT_CAPACITY),
-            blocked: AtomicBool::new(false),
-            operation_timeout: options.operation_timeout,
-            tuning: opened.tuning,
-            server_properties: opened.server_properties.clone(),
-            topology: Mutex::new(Topology::default()),
-        });
-        let driver = Driver::new(
-            opened,
-            command_receiver,
-            control_receiver,
-            state.clone(),
-            options.max_body_size,
-        );
-        tokio::spawn(driver.run());
-        debug!(uri = %options, "connected");
-        Ok(Self {
+    /// [`Connection::connect_with`] over an in-memory stream whose other end plays the
+    /// broker: the hook of the `connection` fuzz target (feature `fuzzing`, off by default),
+    /// which runs thousands of connections a second without sockets. Not a public API; the
+    /// connection does not recover.
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub async fn connect_in_memory(
+        stream: tokio::io::DuplexStream,
+        options: ConnectionOptions,
+    ) -> Result<Self> {
+        let operation_timeout = options.operation_timeout;
+        let started = driver::start_in_memory(stream, options).await?;
+        Ok(Self::from_driver(started, operation_timeout))
+    }
+
+    /// The handle of a connection whose driver runs.
+    fn from_driver(started: driver::Started, operation_timeout: Duration) -> Self {
+        let driver::Started {
+            commands,
+            control,
+            shared,
+        } = started;
+        Self {
             inner: Arc::new(ConnectionInner {
                 commands,
                 control,
-                state,
-                operation_timeout: options.operation_timeout,
+                state: shared,
+                operation_timeout,
             }),
-        })
+        }
     }
 
     /// Opens a channel on the lowest free channel number.
     ///
     /// Fails with [`Error::ChannelsExhausted`] when every number up to the negotiated
-    /// channel_max is in use.
+    /// channel_max is in use. While the connection recovers, it waits for it (within the
+    /// operation timeout).
     pub async fn open_channel(&self) -> Result<Channel> {
         let timeout = self.inner.operation_timeout;
         let (reply, receiver) = oneshot::channel();
+        let mut receiver = OpenedChannel {
+            receiver,
+            connection: self,
+        };
         let open = async {
             self.send(Command::OpenChannel { reply }).await?;
-            receiver.await.map_err(|_| self.closed_error())?
+            (&mut receiver.receiver)
+                .await
+                .map_err(|_| self.closed_error())?
         };
         let shared = tokio::time::timeout(timeout, open)
             .await
@@ -256,8 +255,13 @@ impl Connection {
     }
 
     /// Closes the connection (`connection.close` with reply code 200) and waits for the broker
-    /// to confirm, within the operation timeout. Pending calls and unconfirmed publishes fail
-    /// with [`Error::ConnectionClosed`]. Closing a closed connection does nothing.
+    /// to confirm, within the operation timeout: a broker that does not answer by then (it is
+    /// gone) is not waited for, and the connection is closed all the same. A broker that
+    /// blocked the connection (a resource alarm) reads nothing, so it is given one second.
+    /// Publishes waiting for the connection to be unblocked fail too. Pending calls and unconfirmed publishes fail with
+    /// [`Error::ConnectionClosed`]; what was queued before the call is sent first.
+    /// Closing a closed connection does nothing. While the connection recovers, it ends the
+    /// recovery at once. The connection is never recovered after this.
     pub async fn close(&self) -> Result<()> {
         self.close_with(200, "closed by the application").await
     }
@@ -269,27 +273,27 @@ impl Connection {
         }
         let timeout = self.inner.operation_timeout;
         let (reply, receiver) = oneshot::channel();
-        let close = async {
-            let command = Command::CloseConnection {
-                code,
-                text: text.to_owned(),
-                reply: Some(reply),
-            };
-            if self.send(command).await.is_err() {
-                return Ok(());
-            }
-            receiver.await.unwrap_or(Ok(()))
+        let command = Command::CloseConnection {
+            code,
+            text: text.to_owned(),
+            reply: Some(reply),
         };
-        tokio::time::timeout(timeout, close)
+        if self.inner.control(command).is_err() {
+            return Ok(());
+        }
+        // The driver gives up waiting for the broker's close-ok after the operation timeout
+        // and closes anyway; wait a little longer than that for its answer.
+        let limit = timeout + CLOSE_GRACE;
+        tokio::time::timeout(limit, async { receiver.await.unwrap_or(Ok(())) })
             .await
             .map_err(|_| Error::Timeout {
                 operation: "connection.close",
-                after: timeout,
+                after: limit,
             })?
     }
 
     /// Gives the broker a new secret (an OAuth 2 token) for this connection
-    /// (`connection.update-secret`), without reconnecting.
+    /// (`connection.update-secret`), without reconnecting. Recovery logs in with it from then on.
     pub async fn update_secret(&self, new_secret: &str, reason: &str) -> Result<()> {
         let request = ConnectionUpdateSecret {
             new_secret: LongString::from(new_secret),
@@ -305,7 +309,7 @@ impl Connection {
             reply,
         };
         let exchange = async {
-            self.send(Command::Rpc(rpc)).await?;
+            self.send(Command::Rpc(Box::new(rpc))).await?;
             receiver.await.map_err(|_| self.closed_error())?
         };
         tokio::time::timeout(timeout, exchange)
@@ -317,31 +321,57 @@ impl Connection {
         Ok(())
     }
 
-    /// Whether the connection is open.
+    /// Whether the connection is usable: open, or recovering (calls then wait for it).
+    /// `false` once it is closed for good; [`Connection::status`] tells the three apart.
     pub fn is_open(&self) -> bool {
-        self.inner.state.open.load(Ordering::Acquire)
+        !self.inner.state.is_closed()
+    }
+
+    /// Where the connection is in its life: open, recovering or closed.
+    pub fn status(&self) -> ConnectionStatus {
+        self.inner.state.status()
+    }
+
+    /// Waits until the connection is open: at once if it is, after recovery if it is
+    /// recovering. Fails with the reason if the connection is closed for good (or closes
+    /// while waiting).
+    pub async fn wait_until_open(&self) -> Result<()> {
+        let mut status = self.inner.state.watch_status();
+        let result = status
+            .wait_for(|status| *status != ConnectionStatus::Recovering)
+            .await
+            .map(|status| *status);
+        match result {
+            Ok(ConnectionStatus::Open) => Ok(()),
+            _ => Err(self.closed_error()),
+        }
     }
 
     /// Whether the broker has blocked the connection (a resource alarm).
     pub fn is_blocked(&self) -> bool {
-        self.inner.state.blocked.load(Ordering::Acquire)
+        self.inner.state.is_blocked()
     }
 
-    /// Waits until the connection closes, and returns why.
+    /// Waits until the connection is closed for good, and returns why. (A connection that is
+    /// lost and recovered is not closed.)
     pub async fn closed(&self) -> Error {
-        let mut watch = self.inner.state.closed_watch.subscribe();
+        let mut status = self.inner.state.watch_status();
         // An error means the driver is gone, which also means closed.
-        let _ = watch.wait_for(|closed| *closed).await;
+        let _ = status
+            .wait_for(|status| *status == ConnectionStatus::Closed)
+            .await;
         self.closed_error()
     }
 
-    /// A stream of what happens to the connection: blocked, unblocked, closed.
+    /// A stream of what happens to the connection: blocked and unblocked, lost, each recovery
+    /// attempt, recovered (with what could not be restored, and renamed queues), consumers
+    /// lagging, closed.
     ///
     /// Each call gives a new stream that sees the events from then on. A stream that falls
-    /// more than 64 events behind skips the oldest.
+    /// more than 256 events behind skips the oldest.
     pub fn events(&self) -> Events {
         // Subscribe before looking at the state, so a close in between is not missed.
-        let inner = BroadcastStream::new(self.inner.state.events.subscribe());
+        let inner = BroadcastStream::new(self.inner.state.subscribe());
         Events {
             inner,
             closed: self.inner.closed_reason(),
@@ -349,30 +379,60 @@ impl Connection {
         }
     }
 
-    /// The properties the broker sent in `connection.start` (product, version, capabilities, …).
-    pub fn server_properties(&self) -> &FieldTable {
-        &self.inner.state.server_properties
+    /// The properties the broker sent in `connection.start` (product, version, capabilities, …)
+    /// on the current connection.
+    pub fn server_properties(&self) -> FieldTable {
+        self.inner.state.server_properties()
+    }
+
+    /// Where the connection is connected now (or was last), as `host:port`.
+    pub fn endpoint(&self) -> String {
+        self.inner.state.endpoint()
     }
 
     /// The negotiated highest channel number.
     pub fn channel_max(&self) -> u16 {
-        self.inner.state.tuning.channel_max
+        self.inner.state.channel_max()
     }
 
     /// The negotiated largest frame, in bytes.
     pub fn frame_max(&self) -> u32 {
-        self.inner.state.tuning.frame_max
+        self.inner.state.frame_max()
     }
 
     /// The negotiated heartbeat interval (zero: heartbeats are off).
     pub fn heartbeat(&self) -> Duration {
-        self.inner.state.tuning.heartbeat
+        self.inner.state.heartbeat()
     }
 
     /// What the connection has declared and not deleted: exchanges, queues, bindings,
     /// consumers. This is what recovery declares again on a new connection.
     pub fn topology(&self) -> Topology {
         self.inner.state.topology().clone()
+    }
+
+    /// Bytes of deliveries its consumers hold beyond their prefetch, which count against
+    /// [`ConnectionOptions::consumer_buffer_budget`].
+    pub fn consumer_buffer_bytes(&self) -> usize {
+        self.inner.state.consumer_budget.used()
+    }
+
+    /// A snapshot of what the connection has done since it was made (across recoveries):
+    /// messages published, confirmed, returned, delivered and acknowledged, bytes and frames
+    /// each way, heartbeats, losses and recoveries.
+    ///
+    /// Counting costs one relaxed atomic add per event, so it is always on.
+    ///
+    /// ```no_run
+    /// # async fn example(connection: warren::Connection) {
+    /// let before = connection.stats();
+    /// // ... publish and consume ...
+    /// let done = connection.stats().since(&before);
+    /// println!("published {}, delivered {}", done.published, done.delivered);
+    /// # }
+    /// ```
+    pub fn stats(&self) -> ConnectionStats {
+        self.inner.state.counters.snapshot()
     }
 
     async fn send(&self, command: Command) -> Result<()> {

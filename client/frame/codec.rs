@@ -63,21 +63,56 @@ impl FrameDecoder {
     ///
     /// Returns `Ok(None)` when `buf` does not yet hold a whole frame; the caller reads more and
     /// calls again. After an error the connection must be closed: the stream is out of step.
+    ///
+    /// A method frame is decoded where it lies in `buf`, copying out its arguments; the
+    /// payloads of content header and body frames become shared slices of `buf`'s storage.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-        let Some((kind, channel, payload)) = self.split_frame(buf)? else {
+        let Some((kind, channel, size)) = self.frame_header(buf)? else {
             return Ok(None);
         };
-        parse_frame(kind, channel, payload).map(Some)
+        let frame_size = size + FRAME_OVERHEAD as usize;
+        let frame = match kind {
+            FRAME_METHOD => {
+                // Bytes past the payload (its frame-end octet, the next frames) may be looked
+                // at, never read as values: see `Reader::with_lookahead`.
+                let method = decode_method(Reader::with_lookahead(&buf[HEADER_SIZE..], size));
+                buf.advance(frame_size);
+                Frame::Method {
+                    channel,
+                    method: method?,
+                }
+            }
+            FRAME_HEADER => Frame::Header {
+                channel: content_channel(channel, "content header")?,
+                header: content_header(split_payload(buf, frame_size))?,
+            },
+            FRAME_BODY => Frame::Body {
+                channel: content_channel(channel, "content body")?,
+                payload: split_payload(buf, frame_size),
+            },
+            FRAME_HEARTBEAT => {
+                if channel != 0 {
+                    return Err(DecodeError::WrongChannel {
+                        frame: "heartbeat",
+                        channel,
+                    });
+                }
+                buf.advance(frame_size);
+                Frame::Heartbeat
+            }
+            other => return Err(DecodeError::UnknownFrameType(other)),
+        };
+        Ok(Some(frame))
     }
 
-    /// Splits one whole frame off `buf` without interpreting its payload.
-    fn split_frame(&self, buf: &mut BytesMut) -> Result<Option<(u8, u16, Bytes)>, DecodeError> {
-        if buf.len() < HEADER_SIZE {
+    /// Checks the header of the frame at the front of `buf` and returns its type, channel and
+    /// payload size, once the whole frame, with a valid frame-end octet, is in `buf`.
+    fn frame_header(&self, buf: &mut BytesMut) -> Result<Option<(u8, u16, usize)>, DecodeError> {
+        let Some(&[kind, c0, c1, s0, s1, s2, s3]) = buf.first_chunk::<HEADER_SIZE>() else {
             return Ok(None);
-        }
-        let kind = buf[0];
-        let channel = u16::from_be_bytes([buf[1], buf[2]]);
-        let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+        };
+        let channel = u16::from_be_bytes([c0, c1]);
+        let size = u32::from_be_bytes([s0, s1, s2, s3]);
         let frame_size = u64::from(size) + u64::from(FRAME_OVERHEAD);
         if frame_size > u64::from(self.max_frame_size) {
             return Err(DecodeError::FrameTooLarge {
@@ -87,96 +122,72 @@ impl FrameDecoder {
         }
         // Bounded by max_frame_size above, so this fits in usize and is a legal allocation.
         let frame_size = frame_size as usize;
-        if buf.len() < frame_size {
+        let Some(&end) = buf.get(frame_size - 1) else {
             buf.reserve(frame_size - buf.len());
             return Ok(None);
-        }
-        let mut frame = buf.split_to(frame_size).freeze();
-        let end = frame[frame_size - 1];
+        };
         if end != FRAME_END {
             return Err(DecodeError::BadFrameEnd(end));
         }
-        frame.truncate(frame_size - 1);
-        frame.advance(HEADER_SIZE);
-        Ok(Some((kind, channel, frame)))
+        Ok(Some((kind, channel, size as usize)))
     }
 }
 
-/// Interprets a frame's payload according to its type.
-fn parse_frame(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
-    match kind {
-        FRAME_METHOD => {
-            let mut input = Reader::new(payload);
-            let id = MethodId::new(input.short()?, input.short()?);
-            let method = Method::decode(id, &mut input)?;
-            Ok(Frame::Method { channel, method })
-        }
-        FRAME_HEADER => {
-            if channel == 0 {
-                return Err(DecodeError::WrongChannel {
-                    frame: "content header",
-                    channel,
-                });
-            }
-            let mut input = Reader::new(payload);
-            let class_id = input.short()?;
-            // basic is the one class of AMQP 0-9-1 with content.
-            if class_id != BasicProperties::CLASS_ID {
-                return Err(DecodeError::UnknownContentClass(class_id));
-            }
-            let _weight = input.short()?;
-            let body_size = input.longlong()?;
-            Ok(Frame::Header {
-                channel,
-                header: ContentHeader {
-                    class_id,
-                    body_size,
-                    properties: input.into_rest(),
-                },
-            })
-        }
-        FRAME_BODY => {
-            if channel == 0 {
-                return Err(DecodeError::WrongChannel {
-                    frame: "content body",
-                    channel,
-                });
-            }
-            Ok(Frame::Body { channel, payload })
-        }
-        FRAME_HEARTBEAT => {
-            if channel != 0 {
-                return Err(DecodeError::WrongChannel {
-                    frame: "heartbeat",
-                    channel,
-                });
-            }
-            Ok(Frame::Heartbeat)
-        }
-        other => Err(DecodeError::UnknownFrameType(other)),
+/// Decodes a method frame's payload: its class and method ids, then its arguments.
+fn decode_method(mut input: Reader<'_>) -> Result<Method, DecodeError> {
+    let id = MethodId::new(input.short()?, input.short()?);
+    Method::decode(id, &mut input)
+}
+
+/// Splits the frame of `frame_size` bytes off the front of `buf` and returns its payload.
+#[inline]
+fn split_payload(buf: &mut BytesMut, frame_size: usize) -> Bytes {
+    let mut payload = buf.split_to(frame_size - 1).freeze();
+    buf.advance(1); // the frame-end octet
+    payload.advance(HEADER_SIZE);
+    payload
+}
+
+/// `channel`, unless it is 0, which carries no content.
+fn content_channel(channel: u16, frame: &'static str) -> Result<u16, DecodeError> {
+    if channel == 0 {
+        return Err(DecodeError::WrongChannel { frame, channel });
     }
+    Ok(channel)
+}
+
+/// Parses a content header frame's payload: class id, weight (unused), body size and the
+/// properties, which stay undecoded.
+fn content_header(mut payload: Bytes) -> Result<ContentHeader, DecodeError> {
+    let Some(&[c0, c1, _, _, b0, b1, b2, b3, b4, b5, b6, b7]) = payload.first_chunk() else {
+        return Err(DecodeError::Truncated {
+            needed: 12,
+            remaining: payload.len(),
+        });
+    };
+    let class_id = u16::from_be_bytes([c0, c1]);
+    // basic is the one class of AMQP 0-9-1 with content.
+    if class_id != BasicProperties::CLASS_ID {
+        return Err(DecodeError::UnknownContentClass(class_id));
+    }
+    let body_size = u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    payload.advance(12);
+    Ok(ContentHeader {
+        class_id,
+        body_size,
+        properties: payload,
+    })
 }
 
 /// A frame that would exceed the negotiated frame size; nothing was appended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a frame of {size} bytes exceeds the negotiated frame_max of {max} bytes")]
 pub struct FrameTooLarge {
     /// Size the frame would have had, in bytes.
     pub size: usize,
     /// The negotiated limit.
     pub max: u32,
 }
-
-impl std::fmt::Display for FrameTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "a frame of {} bytes exceeds the negotiated frame_max of {} bytes",
-            self.size, self.max
-        )
-    }
-}
-
-impl std::error::Error for FrameTooLarge {}
 
 /// Appends a frame whose payload is written by `payload`, checking its size against `frame_max`.
 fn encode_frame(

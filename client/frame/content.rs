@@ -7,7 +7,8 @@ use crate::wire::DecodeError;
 
 /// The largest body the client accepts by default: 64 MiB.
 ///
-/// A content header announcing more is refused before any body byte is read. RabbitMQ's own
+/// A body announced larger is not buffered: its frames are read and dropped, and the message
+/// is reported as an error of its own (see [`ContentAssembler::header`]). RabbitMQ's own
 /// limit (`max_message_size`) is 128 MiB by default; raise this cap in the connection options to
 /// receive larger messages.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 64 * 1024 * 1024;
@@ -17,13 +18,19 @@ pub const DEFAULT_MAX_BODY_SIZE: u64 = 64 * 1024 * 1024;
 /// `frame_max` 0 means no limit: the body goes in one frame (up to the 4 GiB a frame can hold).
 /// An empty body gives no chunks: a content header announcing 0 bytes is followed by no body frame.
 pub fn body_chunks(body: &Bytes, frame_max: u32) -> impl Iterator<Item = Bytes> + '_ {
-    let chunk = match frame_max {
-        0 => u32::MAX as usize,
-        max => max.saturating_sub(FRAME_OVERHEAD).max(1) as usize,
-    };
+    let chunk = body_chunk_len(frame_max);
     (0..body.len())
         .step_by(chunk)
         .map(move |start| body.slice(start..body.len().min(start + chunk)))
+}
+
+/// The most body bytes one body frame holds under `frame_max`: `frame_max - 8`, or 4 GiB - 1
+/// when `frame_max` is 0 (no limit).
+pub fn body_chunk_len(frame_max: u32) -> usize {
+    match frame_max {
+        0 => u32::MAX as usize,
+        max => max.saturating_sub(FRAME_OVERHEAD).max(1) as usize,
+    }
 }
 
 /// A content-carrying method with its header and whole body.
@@ -33,15 +40,19 @@ pub struct Content<M> {
     pub method: M,
     /// The content header.
     pub header: ContentHeader,
-    /// The body: a slice of the read buffer when it came in one frame, else the frames joined.
-    pub body: Bytes,
+    /// The body: a slice of the read buffer when it came in one frame, else the frames joined;
+    /// or [`DecodeError::BodyTooLarge`] when the header announced more than the cap, in which
+    /// case the body frames were read and dropped, never buffered.
+    pub body: Result<Bytes, DecodeError>,
 }
 
 /// Reassembles content on one channel: a method, then a header, then body frames.
 ///
 /// Enforces the content protocol (a header only after a content method, bodies only after a header,
-/// nothing else in between), the body size cap (checked at the header, before any body is read),
-/// and that body frames do not overrun the announced size.
+/// nothing else in between) and that body frames do not overrun the announced size. A body over
+/// the size cap (known at the header, before any body is read) is skipped: its frames are
+/// counted and dropped, and the content completes with the error in place of the body, so that
+/// one oversized message is an error of that message, not of the connection.
 #[derive(Debug)]
 pub struct ContentAssembler<M> {
     max_body_size: u64,
@@ -56,6 +67,12 @@ enum State<M> {
         method: M,
         header: ContentHeader,
         body: Body,
+    },
+    /// The body is over the cap: its frames are counted, not kept.
+    Skipping {
+        method: M,
+        header: ContentHeader,
+        received: u64,
     },
 }
 
@@ -143,6 +160,10 @@ impl<M> ContentAssembler<M> {
     }
 
     /// Takes the content header; returns the content when the body is empty.
+    ///
+    /// A header announcing a body over the cap is not an error of the stream: the body frames
+    /// that follow are dropped as they come, and the content completes with
+    /// [`DecodeError::BodyTooLarge`] as its body.
     pub fn header(&mut self, header: ContentHeader) -> Result<Option<Content<M>>, DecodeError> {
         let method = match std::mem::replace(&mut self.state, State::Idle) {
             State::AwaitingHeader(method) => method,
@@ -155,16 +176,18 @@ impl<M> ContentAssembler<M> {
             }
         };
         if header.body_size > self.max_body_size {
-            return Err(DecodeError::BodyTooLarge {
-                size: header.body_size,
-                max: self.max_body_size,
-            });
+            self.state = State::Skipping {
+                method,
+                header,
+                received: 0,
+            };
+            return Ok(None);
         }
         if header.body_size == 0 {
             return Ok(Some(Content {
                 method,
                 header,
-                body: Bytes::new(),
+                body: Ok(Bytes::new()),
             }));
         }
         self.state = State::AwaitingBody {
@@ -183,6 +206,11 @@ impl<M> ContentAssembler<M> {
                 header,
                 body,
             } => (method, header, body),
+            State::Skipping {
+                method,
+                header,
+                received,
+            } => return self.skip(method, header, received, chunk.len() as u64),
             other => {
                 self.state = other;
                 return Err(DecodeError::UnexpectedFrame {
@@ -210,7 +238,44 @@ impl<M> ContentAssembler<M> {
         Ok(Some(Content {
             method,
             header,
-            body: body.into_bytes(),
+            body: Ok(body.into_bytes()),
+        }))
+    }
+
+    /// Counts (and drops) `len` more bytes of a body over the cap; completes the content,
+    /// with the error as its body, after the last one.
+    fn skip(
+        &mut self,
+        method: M,
+        header: ContentHeader,
+        received: u64,
+        len: u64,
+    ) -> Result<Option<Content<M>>, DecodeError> {
+        // `received` is at most the announced size, which may be near u64::MAX; a sum past
+        // that is an overrun all the same.
+        let received = received.saturating_add(len);
+        if received > header.body_size {
+            return Err(DecodeError::BodyOverrun {
+                expected: header.body_size,
+                received,
+            });
+        }
+        if received < header.body_size {
+            self.state = State::Skipping {
+                method,
+                header,
+                received,
+            };
+            return Ok(None);
+        }
+        let error = DecodeError::BodyTooLarge {
+            size: header.body_size,
+            max: self.max_body_size,
+        };
+        Ok(Some(Content {
+            method,
+            header,
+            body: Err(error),
         }))
     }
 
@@ -223,7 +288,7 @@ impl<M> ContentAssembler<M> {
         match self.state {
             State::Idle => "a method",
             State::AwaitingHeader(_) => "a content header",
-            State::AwaitingBody { .. } => "a content body",
+            State::AwaitingBody { .. } | State::Skipping { .. } => "a content body",
         }
     }
 }
@@ -258,7 +323,7 @@ mod tests {
         }
         let content = done.unwrap();
         assert_eq!(content.method, "deliver");
-        assert_eq!(content.body, body);
+        assert_eq!(content.body, Ok(body));
         assert!(assembler.is_idle());
     }
 
@@ -269,7 +334,7 @@ mod tests {
         assembler.start(()).unwrap();
         assembler.header(header(5)).unwrap();
         let content = assembler.body(chunk.clone()).unwrap().unwrap();
-        assert_eq!(content.body.as_ptr(), chunk.as_ptr());
+        assert_eq!(content.body.unwrap().as_ptr(), chunk.as_ptr());
     }
 
     #[test]
@@ -281,7 +346,7 @@ mod tests {
         assert_eq!(assembler.body(Bytes::from_static(b"ab")).unwrap(), None);
         assert_eq!(assembler.body(Bytes::new()).unwrap(), None);
         let content = assembler.body(Bytes::from_static(b"cd")).unwrap().unwrap();
-        assert_eq!(content.body, "abcd");
+        assert_eq!(content.body, Ok(Bytes::from_static(b"abcd")));
     }
 
     #[test]
@@ -290,7 +355,7 @@ mod tests {
         let mut assembler = ContentAssembler::new(DEFAULT_MAX_BODY_SIZE);
         assembler.start(()).unwrap();
         let content = assembler.header(header(0)).unwrap().unwrap();
-        assert!(content.body.is_empty());
+        assert!(content.body.unwrap().is_empty());
         assert!(assembler.is_idle());
     }
 
@@ -316,13 +381,7 @@ mod tests {
             assembler.start(()),
             Err(DecodeError::UnexpectedFrame { got: "method", .. })
         ));
-        assert_eq!(
-            assembler.header(header(101)),
-            Err(DecodeError::BodyTooLarge {
-                size: 101,
-                max: 100
-            })
-        );
+        assembler.reset();
         assembler.start(()).unwrap();
         assembler.header(header(3)).unwrap();
         assert_eq!(
@@ -330,6 +389,75 @@ mod tests {
             Err(DecodeError::BodyOverrun {
                 expected: 3,
                 received: 4
+            })
+        );
+    }
+
+    #[test]
+    fn a_body_over_the_cap_is_skipped_and_completes_as_an_error() {
+        let mut assembler = ContentAssembler::new(100);
+        assembler.start("big").unwrap();
+        assert_eq!(assembler.header(header(250)), Ok(None));
+        // The frames are dropped as they come: nothing is kept.
+        assert_eq!(assembler.body(Bytes::from(vec![0; 100])), Ok(None));
+        assert_eq!(assembler.body(Bytes::new()), Ok(None));
+        assert_eq!(assembler.body(Bytes::from(vec![0; 100])), Ok(None));
+        assert!(matches!(
+            assembler.state,
+            State::Skipping { received: 200, .. }
+        ));
+        let content = assembler.body(Bytes::from(vec![0; 50])).unwrap().unwrap();
+        assert_eq!(content.method, "big");
+        assert_eq!(content.header.body_size, 250);
+        assert_eq!(
+            content.body,
+            Err(DecodeError::BodyTooLarge {
+                size: 250,
+                max: 100
+            })
+        );
+        // The next content on the channel is unaffected.
+        assert!(assembler.is_idle());
+        assembler.start("small").unwrap();
+        assembler.header(header(2)).unwrap();
+        let next = assembler.body(Bytes::from_static(b"ok")).unwrap().unwrap();
+        assert_eq!(next.body, Ok(Bytes::from_static(b"ok")));
+
+        // A skipped body must still be framed right: an overrun, or a method in its middle,
+        // breaks the stream as for any body.
+        assembler.start("big").unwrap();
+        assembler.header(header(u64::MAX)).unwrap();
+        assert!(matches!(
+            assembler.start("again"),
+            Err(DecodeError::UnexpectedFrame { got: "method", .. })
+        ));
+        // Counting cannot overflow, however large the announced size.
+        assembler.reset();
+        assembler.start("big").unwrap();
+        assembler.header(header(u64::MAX - 1)).unwrap();
+        assert!(matches!(
+            assembler.state,
+            State::Skipping { received: 0, .. }
+        ));
+        if let State::Skipping { received, .. } = &mut assembler.state {
+            *received = u64::MAX - 3;
+        }
+        assert_eq!(assembler.body(Bytes::from_static(b"x")), Ok(None));
+        assert_eq!(
+            assembler.body(Bytes::from_static(b"xyz")),
+            Err(DecodeError::BodyOverrun {
+                expected: u64::MAX - 1,
+                received: u64::MAX
+            })
+        );
+        assembler.reset();
+        assembler.start("big").unwrap();
+        assembler.header(header(101)).unwrap();
+        assert_eq!(
+            assembler.body(Bytes::from(vec![0; 102])),
+            Err(DecodeError::BodyOverrun {
+                expected: 101,
+                received: 102
             })
         );
     }

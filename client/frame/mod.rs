@@ -14,7 +14,7 @@ pub use codec::{
     FrameDecoder, FrameTooLarge, encode_body, encode_content, encode_content_header,
     encode_heartbeat, encode_method, encode_method_frame,
 };
-pub use content::{Content, ContentAssembler, DEFAULT_MAX_BODY_SIZE, body_chunks};
+pub use content::{Content, ContentAssembler, DEFAULT_MAX_BODY_SIZE, body_chunk_len, body_chunks};
 
 use bytes::Bytes;
 
@@ -44,7 +44,13 @@ pub const FRAME_BODY: u8 = 3;
 pub const FRAME_HEARTBEAT: u8 = 8;
 
 /// One decoded frame.
+//
+// `repr(C, u64)`: a 64-bit tag, then the variant, so a method's fields (its 32-byte strings)
+// start 8-aligned. With the layout the compiler picks, a 2-byte tag came first and every
+// 16-byte move of a frame straddled the stores that had just written it, a stall each:
+// decoding a delivery's three frames was 7 % slower.
 #[derive(Debug, Clone, PartialEq)]
+#[repr(C, u64)]
 pub enum Frame {
     /// A method frame.
     Method {

@@ -141,7 +141,7 @@ fn basic_publish_with_content_bytes() {
         panic!("expected a header frame, got {:?}", frames[1]);
     };
     assert_eq!((header.class_id, header.body_size), (60, 16));
-    let decoded = BasicProperties::decode(&mut Reader::new(header.properties.clone())).unwrap();
+    let decoded = BasicProperties::decode(&mut Reader::new(&header.properties)).unwrap();
     assert_eq!(decoded, properties);
     assert_eq!(
         frames[2],
@@ -196,6 +196,23 @@ fn basic_deliver_decodes_zero_copy() {
     };
     let at = payload.as_ptr() as usize;
     assert!((start..end).contains(&at), "body was copied");
+}
+
+#[test]
+fn a_string_running_past_its_method_frame_is_truncated_though_more_bytes_follow() {
+    // basic.deliver whose routing key claims 20 bytes when 2 are left in the payload; the
+    // buffer goes on with a heartbeat and more, which must not be read as the key.
+    let mut bytes = vec![FRAME_METHOD, 0, 1, 0, 0, 0, 19, 0, 60, 0, 60, 1, b'c'];
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 20, b'a', b'b', FRAME_END]);
+    bytes.extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+    bytes.extend_from_slice(&[b'x'; 40]);
+    assert_eq!(
+        FrameDecoder::default().decode(&mut BytesMut::from(&bytes[..])),
+        Err(DecodeError::Truncated {
+            needed: 20,
+            remaining: 2
+        })
+    );
 }
 
 #[test]
@@ -312,7 +329,7 @@ proptest! {
         bytes.push(0xCE);
         let mut buf = BytesMut::from(&bytes[..]);
         if let Ok(Some(Frame::Header { header, .. })) = FrameDecoder::new(4096).decode(&mut buf) {
-            let _ = BasicProperties::decode(&mut Reader::new(header.properties));
+            let _ = BasicProperties::decode(&mut Reader::new(&header.properties));
         }
     }
 }
@@ -356,10 +373,14 @@ proptest! {
         ids.sort();
         prop_assert_eq!(&ids[..], method_ids());
         for method in methods {
+            // Twice: the first is decoded with the second in the buffer after it, the second
+            // with nothing after it.
             let mut buf = BytesMut::new();
             encode_method_frame(&mut buf, channel, &method, 0).unwrap();
+            encode_method_frame(&mut buf, channel, &method, 0).unwrap();
             let frames = decode_all(&buf, u32::MAX);
-            prop_assert_eq!(frames, vec![Frame::Method { channel, method }]);
+            let frame = Frame::Method { channel, method };
+            prop_assert_eq!(frames, vec![frame.clone(), frame]);
         }
     }
 
@@ -399,8 +420,7 @@ proptest! {
                 continue;
             }
             let len = cut.index(args.len());
-            let short = args.freeze().slice(..len);
-            prop_assert!(Method::decode(method.id(), &mut Reader::new(short)).is_err());
+            prop_assert!(Method::decode(method.id(), &mut Reader::from_slice(&args[..len])).is_err());
         }
     }
 }
@@ -419,7 +439,7 @@ proptest! {
             panic!("expected one header frame, got {frames:?}");
         };
         prop_assert_eq!(header.body_size, body_size);
-        let mut input = Reader::new(header.properties.clone());
+        let mut input = Reader::new(&header.properties);
         prop_assert_eq!(BasicProperties::decode(&mut input)?, properties);
         prop_assert!(input.is_empty());
     }

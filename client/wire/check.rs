@@ -46,13 +46,15 @@ fn value(input: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
     let size = match tag {
         b'V' => 0,
         b't' | b'b' | b'B' => 1,
-        b's' | b'u' => 2,
+        // `U` and `L` are the specification's tags for a signed 16- and 64-bit integer, which
+        // RabbitMQ writes `s` and `l` but other clients still send (see `table.rs`).
+        b's' | b'u' | b'U' => 2,
         b'I' | b'i' | b'f' => 4,
         b'D' => {
             take(input, 1)?;
             4
         }
-        b'l' | b'd' | b'T' => 8,
+        b'l' | b'L' | b'd' | b'T' => 8,
         b'S' | b'x' => length(input)?,
         b'A' => {
             let len = length(input)?;

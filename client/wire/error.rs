@@ -94,8 +94,9 @@ impl DecodeError {
     ///
     /// Frame-level faults are `FRAME_ERROR` (501), malformed method fields `SYNTAX_ERROR` (502),
     /// out-of-order frames `UNEXPECTED_FRAME` (505), frames on the wrong channel `CHANNEL_ERROR`
-    /// (504) and unknown methods `NOT_IMPLEMENTED` (540). An oversized body is a frame error (501):
-    /// it is refused at its content header, before any of it is read.
+    /// (504) and unknown methods `NOT_IMPLEMENTED` (540). An oversized body would be a frame
+    /// error (501), but the client does not close for one: it skips that body and reports the
+    /// message alone.
     pub fn reply_code(&self) -> u16 {
         match self {
             Self::Truncated { .. }

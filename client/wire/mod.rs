@@ -8,13 +8,15 @@
 mod check;
 mod error;
 mod reader;
+mod sendable;
 mod strings;
 mod table;
 mod writer;
 
 pub use error::DecodeError;
 pub use reader::Reader;
-pub use strings::{LongString, ShortString, ShortStringTooLong};
+pub use sendable::EncodeError;
+pub use strings::{IntoShortString, InvalidProperty, LongString, ShortString, ShortStringTooLong};
 pub use table::{Decimal, FieldArray, FieldTable, FieldValue, Timestamp};
 pub use writer::Writer;
 

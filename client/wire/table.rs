@@ -18,6 +18,14 @@
 //! | `F` | nested table | [`FieldValue::Table`] |
 //! | `V` | no value | [`FieldValue::Void`] |
 //! | `x` | byte array | [`FieldValue::ByteArray`] |
+//!
+//! Two more tags are read but never written: `U` (a signed 16-bit integer, read as
+//! [`FieldValue::I16`]) and `L` (a signed 64-bit integer, read as [`FieldValue::I64`]). They are
+//! the specification's own tags for what RabbitMQ writes `s` and `l`; clients that follow the
+//! specification's table (amq-protocol, pika, pamqp) still send them. RabbitMQ (3.10) relays
+//! message headers holding `L` untouched (it closes a connection that publishes `U` with 541).
+//! A received table is written back with its original bytes while unchanged; once changed,
+//! its entries are written with RabbitMQ's tags.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -284,7 +292,7 @@ impl FieldTable {
         let Some(wire) = &self.wire else {
             return Vec::new();
         };
-        let decoded = Reader::new(wire.clone()).checked_table_entries();
+        let decoded = Reader::new(wire).checked_table_entries();
         debug_assert!(decoded.is_ok(), "checked table bytes failed to decode");
         decoded.unwrap_or_default()
     }
@@ -361,6 +369,35 @@ impl FieldTable {
         match &self.wire {
             Some(wire) => wire.is_empty(),
             None => self.entries.get().is_none_or(Vec::is_empty),
+        }
+    }
+}
+
+impl Drop for FieldTable {
+    /// Drops nested tables and arrays one level at a time from a list, not by recursion, so
+    /// that a table built thousands of levels deep (which
+    /// [`check_sendable`](FieldTable::check_sendable) refuses to send) does not overflow the
+    /// stack when it goes away.
+    fn drop(&mut self) {
+        let Some(entries) = self.entries.get_mut() else {
+            return;
+        };
+        let nested = |v: &FieldValue| matches!(v, FieldValue::Table(_) | FieldValue::Array(_));
+        if !entries.iter().any(|(_, v)| nested(v)) {
+            return;
+        }
+        let mut pending: Vec<FieldValue> = entries.drain(..).map(|(_, v)| v).collect();
+        while let Some(value) = pending.pop() {
+            match value {
+                // `table` drops here with its entries taken: no deeper call.
+                FieldValue::Table(mut table) => {
+                    if let Some(entries) = table.entries.get_mut() {
+                        pending.extend(entries.drain(..).map(|(_, v)| v));
+                    }
+                }
+                FieldValue::Array(FieldArray(values)) => pending.extend(values),
+                _ => {}
+            }
         }
     }
 }

@@ -15,14 +15,14 @@ fn encode_table(table: &FieldTable) -> BytesMut {
 /// Reads a table and builds every entry at every level, failing the test if bytes the check
 /// accepted do not decode: the promise that lets [`FieldTable`] build its entries lazily.
 fn decode_table(bytes: &[u8]) -> Result<FieldTable, DecodeError> {
-    let table = Reader::new(Bytes::copy_from_slice(bytes)).table()?;
+    let table = Reader::from_slice(bytes).table()?;
     assert_decodes_fully(&table);
     Ok(table)
 }
 
 fn assert_decodes_fully(table: &FieldTable) {
     if let Some(wire) = table.wire() {
-        let entries = Reader::new(wire.clone()).checked_table_entries();
+        let entries = Reader::new(wire).checked_table_entries();
         assert!(
             entries.is_ok(),
             "checked bytes failed to decode: {entries:?}"
@@ -163,10 +163,50 @@ fn lengths_beyond_the_input_are_refused_before_allocating() {
 
 #[test]
 fn unknown_tags_are_typed_errors() {
+    for tag in [b'Z', b'c', 0, 0xff] {
+        assert_eq!(
+            decode_table(&[0, 0, 0, 3, 1, b'a', tag]),
+            Err(DecodeError::UnknownFieldTag(tag))
+        );
+    }
+}
+
+/// `U` and `L`, the specification's tags that other clients send for signed 16- and 64-bit
+/// integers, are read as RabbitMQ's `s` and `l`, in tables and arrays; a changed table is
+/// written with RabbitMQ's tags only.
+#[test]
+fn the_specifications_u_and_l_tags_are_read_as_rabbitmqs_s_and_l() {
+    #[rustfmt::skip]
+    let entries: &[u8] = &[
+        1, b'U', b'U', 0xff, 0xfd,
+        1, b'L', b'L', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfb,
+        1, b'A', b'A', 0, 0, 0, 12, b'U', 0, 7, b'L', 0, 0, 0, 0, 0, 0, 0, 8,
+    ];
+    let mut wire = (entries.len() as u32).to_be_bytes().to_vec();
+    wire.extend_from_slice(entries);
+    let mut table = decode_table(&wire).unwrap();
+    assert_eq!(table.get("U"), Some(&FieldValue::I16(-3)));
+    assert_eq!(table.get("L"), Some(&FieldValue::I64(-5)));
     assert_eq!(
-        decode_table(&[0, 0, 0, 3, 1, b'a', b'U']),
-        Err(DecodeError::UnknownFieldTag(b'U'))
+        table.get("A"),
+        Some(&FieldValue::from(vec![
+            FieldValue::I16(7),
+            FieldValue::I64(8)
+        ]))
     );
+    // Unchanged, it goes back as it came.
+    assert_eq!(&encode_table(&table)[..], &wire[..]);
+
+    table.insert(ShortString::from_static("x"), true);
+    let written = encode_table(&table);
+    #[rustfmt::skip]
+    let expected: &[u8] = &[
+        1, b'U', b's', 0xff, 0xfd,
+        1, b'L', b'l', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfb,
+        1, b'A', b'A', 0, 0, 0, 12, b's', 0, 7, b'l', 0, 0, 0, 0, 0, 0, 0, 8,
+        1, b'x', b't', 1,
+    ];
+    assert_eq!(&written[4..], expected);
 }
 
 #[test]
@@ -221,7 +261,7 @@ fn bits_pack_least_significant_first_across_octets() {
     bits[9] = true;
     Writer::new(&mut buf).bits(bits);
     assert_eq!(&buf[..], &[0b0000_0101, 0b0000_0010]);
-    assert_eq!(Reader::new(buf.freeze()).bits::<10>().unwrap(), bits);
+    assert_eq!(Reader::from_slice(&buf).bits::<10>().unwrap(), bits);
 }
 
 #[test]
@@ -243,7 +283,7 @@ fn reserved_fields_are_zero_and_skippable() {
     }
     assert_eq!(buf.len(), 1 + 2 + 4 + 8 + 1 + 4 + 4 + 8);
     assert!(buf.iter().all(|&b| b == 0));
-    let mut input = Reader::new(buf.freeze());
+    let mut input = Reader::from_slice(&buf);
     for ty in types {
         input.skip(ty).unwrap();
     }
@@ -253,10 +293,12 @@ fn reserved_fields_are_zero_and_skippable() {
 proptest! {
     #[test]
     fn tables_round_trip(table in arbitrary::table()) {
-        let bytes = encode_table(&table);
-        let mut input = Reader::new(bytes.freeze());
-        prop_assert_eq!(input.table()?, table);
-        prop_assert!(input.is_empty());
+        let bytes = encode_table(&table).freeze();
+        // Sharing the payload's storage, and copying out of a slice.
+        for mut input in [Reader::new(&bytes), Reader::from_slice(&bytes)] {
+            prop_assert_eq!(input.table()?, table.clone());
+            prop_assert!(input.is_empty());
+        }
     }
 
     #[test]
@@ -295,4 +337,63 @@ proptest! {
         bytes.extend_from_slice(&body);
         let _ = decode_table(&bytes);
     }
+}
+
+fn nested(depth: usize) -> FieldTable {
+    let mut table = FieldTable::new().with("bottom", 1i8);
+    for _ in 1..depth {
+        table = FieldTable::new().with("n", table);
+    }
+    table
+}
+
+#[test]
+fn sending_is_as_strict_as_receiving_about_nesting() {
+    let too_deep = Err(EncodeError::NestingTooDeep { limit: MAX_NESTING });
+    assert_eq!(nested(MAX_NESTING).check_sendable(), Ok(()));
+    assert_eq!(nested(MAX_NESTING + 1).check_sendable(), too_deep);
+    // What passes the check, the receiving side accepts, and the other way round.
+    assert!(decode_table(&encode_table(&nested(MAX_NESTING))).is_ok());
+    // Far deeper than any stack could recurse: the check stops at the limit, and the table
+    // drops without recursion.
+    assert_eq!(nested(50_000).check_sendable(), too_deep);
+    // Arrays are levels too.
+    let in_array = FieldTable::new().with(
+        "list",
+        FieldValue::from(vec![FieldValue::Table(nested(MAX_NESTING - 1))]),
+    );
+    assert_eq!(in_array.check_sendable(), too_deep);
+    // A received table (kept as bytes) nested inside a new one counts with its depth.
+    let received = decode_table(&encode_table(&nested(MAX_NESTING))).unwrap();
+    assert!(received.wire().is_some());
+    assert_eq!(received.check_sendable(), Ok(()));
+    assert_eq!(
+        FieldTable::new().with("wrapped", received).check_sendable(),
+        too_deep
+    );
+}
+
+#[test]
+fn non_finite_floats_are_not_sendable() {
+    for value in [
+        FieldValue::F32(f32::NAN),
+        FieldValue::F32(f32::INFINITY),
+        FieldValue::F64(f64::NEG_INFINITY),
+        FieldValue::F64(-f64::NAN),
+    ] {
+        let refused = Err(EncodeError::NonFiniteFloat {
+            key: ShortString::from_static("x"),
+        });
+        assert_eq!(
+            FieldTable::new().with("x", value.clone()).check_sendable(),
+            refused
+        );
+        let nested = FieldTable::new().with("a", FieldTable::new().with("x", vec![value]));
+        assert_eq!(nested.check_sendable(), refused);
+    }
+    let fine = FieldTable::new()
+        .with("max", f64::MAX)
+        .with("tiny", f32::MIN_POSITIVE)
+        .with("zero", -0.0f64);
+    assert_eq!(fine.check_sendable(), Ok(()));
 }

@@ -97,9 +97,10 @@ impl<'a> Writer<'a> {
     /// Writes a `shortstr`.
     #[inline]
     pub fn short_string(&mut self, value: &ShortString) {
+        let bytes = value.as_bytes();
         // A ShortString is at most 255 bytes by construction.
-        self.buf.put_u8(value.len() as u8);
-        self.buf.put_slice(value.as_bytes());
+        self.buf.put_u8(bytes.len() as u8);
+        self.buf.put_slice(bytes);
     }
 
     /// Writes a `longstr`.
@@ -110,6 +111,11 @@ impl<'a> Writer<'a> {
 
     /// Writes a field `table`. A table received from the peer and not changed since is written
     /// back as the bytes that came in.
+    ///
+    /// Writing recurses once per nesting level: check a table built by hand with
+    /// [`FieldTable::check_sendable`] first (the client does, for everything it sends), which
+    /// refuses tables nested deeper than [`MAX_NESTING`](super::MAX_NESTING) and non-finite
+    /// floats.
     pub fn table(&mut self, table: &FieldTable) {
         if let Some(wire) = table.wire() {
             // A table that arrived in a frame is shorter than u32::MAX bytes.

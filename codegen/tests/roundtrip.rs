@@ -264,10 +264,65 @@ fn properties_set_one_presence_flag_each() {
         delivery_mode: Some(1),
         timestamp: Some(Timestamp(9)),
         kind: Some(ShortString::default()),
+        invalid: None,
     };
     assert_eq!(
         props_decode::<BasicProperties>(&props_bytes(&all)).unwrap(),
         all
+    );
+}
+
+#[test]
+fn setters_set_one_property_each_and_record_a_string_too_long() {
+    use content::*;
+    let p = BasicProperties::default()
+        .with_content_type("a")
+        .with_delivery_mode(2)
+        .with_timestamp(Timestamp(9));
+    let expected = BasicProperties {
+        content_type: Some(ShortString::from_static("a")),
+        delivery_mode: Some(2),
+        timestamp: Some(Timestamp(9)),
+        ..BasicProperties::default()
+    };
+    assert_eq!(p, expected);
+
+    // Over 255 bytes: not stored, recorded (the first one only), and the chain goes on.
+    let long = "x".repeat(256);
+    let p = BasicProperties::default()
+        .with_content_type(long.as_str())
+        .with_kind(long.as_str())
+        .with_delivery_mode(1);
+    assert_eq!(p.content_type, None);
+    assert_eq!(p.kind, None);
+    assert_eq!(p.delivery_mode, Some(1));
+    let invalid = p
+        .invalid
+        .as_deref()
+        .expect("the refused string is recorded");
+    assert_eq!((invalid.property, invalid.len), ("content_type", 256));
+    // A class without short strings has no record to keep.
+    let _ = FileProperties::default().with_p1(1).with_p16(7);
+}
+
+#[test]
+fn debug_shows_only_the_properties_that_are_set() {
+    use content::*;
+    assert_eq!(
+        format!("{:?}", BasicProperties::default()),
+        "BasicProperties"
+    );
+    let p = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("text/plain");
+    assert_eq!(
+        format!("{p:?}"),
+        r#"BasicProperties { content_type: ShortString("text/plain"), delivery_mode: 2 }"#
+    );
+    let refused = BasicProperties::default().with_kind("y".repeat(300).as_str());
+    assert_eq!(
+        format!("{refused:?}"),
+        r#"BasicProperties { invalid: InvalidProperty { property: "kind", len: 300 } }"#
     );
 }
 
@@ -374,10 +429,10 @@ fn sensitive_fields_are_redacted_in_debug() {
     };
     let shown = format!("{props:?}");
     assert!(
-        !shown.contains("s3cret") && shown.contains("secret: Some(<redacted>)"),
+        !shown.contains("s3cret") && shown.contains("secret: <redacted>"),
         "{shown}"
     );
-    assert!(format!("{:?}", FileProperties::default()).contains("secret: None"));
+    assert!(!format!("{:?}", FileProperties::default()).contains("secret"));
 }
 
 // ===== the full schema =====

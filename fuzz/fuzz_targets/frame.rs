@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = match frame {
             Frame::Method { method, .. } => content.start(method).map(drop),
             Frame::Header { header, .. } => {
-                let _ = BasicProperties::decode(&mut Reader::new(header.properties.clone()));
+                let _ = BasicProperties::decode(&mut Reader::new(&header.properties));
                 content.header(header).map(drop)
             }
             Frame::Body { payload, .. } => content.body(payload).map(drop),

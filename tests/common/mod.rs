@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,6 +26,23 @@ pub fn options() -> ConnectionOptions {
     broker_url()
         .parse()
         .unwrap_or_else(|e| panic!("AMQP_URL is not a valid AMQP URI: {e}"))
+}
+
+/// The test broker's address (from `AMQP_URL`), for a relay or a raw socket in front of it.
+pub fn broker_addr() -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let options = options();
+    (options.get_host(), options.get_port())
+        .to_socket_addrs()
+        .expect("resolving the test broker's host")
+        .next()
+        .expect("the test broker's host has an address")
+}
+
+/// Options for the test broker with automatic recovery off: a lost connection stays closed,
+/// for tests of what closing means.
+pub fn options_without_recovery() -> ConnectionOptions {
+    options().recovery(warren::RecoveryPolicy::disabled())
 }
 
 /// Connects to the test broker, or fails the test saying which broker did not answer.
@@ -45,7 +64,12 @@ pub async fn connect_with(options: ConnectionOptions) -> Connection {
 
 /// A connection and an open channel on it.
 pub async fn channel() -> (Connection, Channel) {
-    let connection = connect().await;
+    channel_with(options()).await
+}
+
+/// A connection made with `options` and an open channel on it.
+pub async fn channel_with(options: ConnectionOptions) -> (Connection, Channel) {
+    let connection = connect_with(options).await;
     let channel = connection
         .open_channel()
         .await
@@ -61,6 +85,23 @@ pub fn unique(what: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!("warren-test-{what}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// Skips the running test: says so on stderr, past the test harness's output capture, as
+/// `SKIPPED <group>: <test>: <reason>`, the line `scripts/test.sh` counts. When `require` (a
+/// variable such as `WARREN_REQUIRE_EXTRA_NODES`) is `1`, as CI sets it, this fails the test
+/// instead: CI never passes a test that did not run.
+///
+/// The groups and what each needs are listed in README.md, section Tests.
+pub fn skip(group: &str, require: &str, reason: &str) {
+    use std::io::Write;
+    assert!(
+        std::env::var(require).as_deref() != Ok("1"),
+        "{require}=1 but {reason}"
+    );
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("unnamed-test");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {group}: {test}: {reason}");
 }
 
 // ===== helpers added for the broker integration tests =====
@@ -125,6 +166,30 @@ pub async fn declare_queue_with(
     within("queue.declare", channel.queue_declare(name, options))
         .await
         .unwrap_or_else(|e| panic!("declaring queue {name}: {e}"))
+}
+
+/// Declares a server-named exclusive queue: unique, and gone with its connection.
+pub async fn exclusive_queue(channel: &Channel) -> String {
+    exclusive_queue_with(channel, warren::wire::FieldTable::new()).await
+}
+
+/// [`exclusive_queue`] with `arguments`.
+pub async fn exclusive_queue_with(
+    channel: &Channel,
+    arguments: warren::wire::FieldTable,
+) -> String {
+    declare_queue_with(
+        channel,
+        "",
+        QueueDeclareOptions {
+            exclusive: true,
+            arguments,
+            ..Default::default()
+        },
+    )
+    .await
+    .name
+    .to_string()
 }
 
 /// Declares an exchange (non-durable).
@@ -396,6 +461,11 @@ pub const TEST: Duration = Duration::from_secs(90);
 /// Runs a test body within [`TEST`], so that a bug fails the test instead of hanging CI.
 pub async fn run<F: Future>(body: F) -> F::Output {
     within_for(TEST, "the test", body).await
+}
+
+/// Runs a longer test body within `limit`.
+pub async fn run_for<F: Future>(limit: Duration, body: F) -> F::Output {
+    within_for(limit, "the test", body).await
 }
 
 /// The broker's `rabbitmqctl list_connections` line of the connection named `name` (see

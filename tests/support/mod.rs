@@ -86,7 +86,7 @@ impl FakeBroker {
         self.port
     }
 
-    /// Options pointing at this broker: no heartbeats, short deadlines.
+    /// Options pointing at this broker: no heartbeats, short deadlines, no recovery.
     pub fn options(&self) -> ConnectionOptions {
         ConnectionOptions::new()
             .host("127.0.0.1")
@@ -94,6 +94,8 @@ impl FakeBroker {
             .heartbeat(Duration::ZERO)
             .connection_timeout(STEP)
             .operation_timeout(STEP)
+            // The fake broker answers one connection: these tests are about how it ends.
+            .recovery(warren::RecoveryPolicy::disabled())
     }
 
     /// Accepts the one connection of the test; nothing is read yet.

@@ -26,7 +26,13 @@ use warren_bench::wire_value_string;
 use warren_bench::{AmqpUrl, DEFAULT_URL, Report, Result};
 
 const CLIENTS: [&str; 4] = ["ceiling", "warren", "lapin", "amqprs"];
+/// Clients that run only some scenarios, chosen with `--clients` (never by default): the
+/// client, and the one scenario it runs.
+const EXTRA_CLIENTS: [(&str, &str); 1] = [("warren-rpc", "rpc")];
 const PEERS: [&str; 2] = ["lapin", "amqprs"];
+/// The suffix of a client name that runs it in `block_on` (`warren:block-on`), so that one
+/// run interleaves both modes of a client.
+const BLOCK_ON: &str = ":block-on";
 const NOTES_START: &str = "<!-- notes: kept when compare rewrites this file -->";
 const NOTES_END: &str = "<!-- /notes -->";
 
@@ -55,7 +61,10 @@ fn usage() -> &'static str {
   --rpc-messages N     measured round trips of the RPC scenario [messages / 10]
   --scenario A,B       only these scenarios (or prefixes: publish, consume) [all]:
                        publish-16 publish-1k publish-64k confirm consume-ack consume-multi rpc fanin idle
-  --clients A,B        only these clients [ceiling,warren,lapin,amqprs]
+  --clients A,B        only these clients [ceiling,warren,lapin,amqprs]; also warren-rpc
+                       (warren::rpc::RpcClient, rpc scenario only); NAME:block-on runs an
+                       async client in block_on, interleaved with the others (warren,
+                       warren:block-on, ...), and adds a table of block_on against spawned
   --output FILE        also write the report there (BENCHMARKS.md), keeping its notes block
   --pause S            seconds between runs, for the broker to settle [1]
   --timeout S          longest a run may take before it is killed and counted failed [600]
@@ -117,8 +126,12 @@ fn parse_options(args: &[String]) -> std::result::Result<Options, String> {
     if o.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
-    if let Some(c) = o.clients.iter().find(|c| !CLIENTS.contains(&c.as_str())) {
+    let known = |c: &str| CLIENTS.contains(&c) || EXTRA_CLIENTS.iter().any(|(e, _)| *e == c);
+    if let Some(c) = o.clients.iter().find(|c| !known(runner_of(c).0)) {
         return Err(format!("unknown client {c}"));
+    }
+    if o.clients.iter().any(|c| c == &format!("ceiling{BLOCK_ON}")) {
+        return Err("the ceiling runs on blocking threads: it has no block_on mode".into());
     }
     Ok(o)
 }
@@ -439,6 +452,24 @@ fn best_peer(
         })
 }
 
+/// The runner of a client name, and whether the name asks for `block_on`
+/// (`warren:block-on` is `runner-warren --block-on`).
+fn runner_of(client: &str) -> (&str, bool) {
+    match client.strip_suffix(BLOCK_ON) {
+        Some(runner) => (runner, true),
+        None => (client, false),
+    }
+}
+
+/// Whether `client` runs the scenario of a case (whose arguments start with its name).
+fn runs_scenario(client: &str, case_args: &[String]) -> bool {
+    let client = runner_of(client).0;
+    match EXTRA_CLIENTS.iter().find(|(extra, _)| *extra == client) {
+        Some((_, scenario)) => case_args.first().map(String::as_str) == Some(*scenario),
+        None => true,
+    }
+}
+
 fn get<'a>(results: &'a Results, key: &'static str, client: &str) -> Option<&'a Summary> {
     results.get(&(key, client.to_owned()))
 }
@@ -625,6 +656,72 @@ fn render_tables(cases: &[Case], clients: &[String], results: &Results, rounds: 
         .collect();
     if !failures.is_empty() {
         let _ = writeln!(out, "\n## Failed runs\n\n{}", failures.join("\n"));
+    }
+    out
+}
+
+/// Each client run both ways (`NAME` and `NAME:block-on`): `block_on` against the same
+/// round's ceiling and spawned run, as the median and range over rounds (rounds are the
+/// moments both modes shared), and CPU per message of each mode.
+fn render_block_on(cases: &[Case], clients: &[String], results: &Results) -> String {
+    let pairs: Vec<&str> = clients
+        .iter()
+        .filter_map(|c| c.strip_suffix(BLOCK_ON))
+        .filter(|spawned| clients.iter().any(|c| c == spawned))
+        .collect();
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## `block_on` against a spawned task\n\nPer round, `block_on`'s rate over the \
+         round's ceiling and over the same client spawned in that round: median (lowest-highest) \
+         over rounds. CPU: client CPU-s per million messages, spawned / `block_on`.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | client | `block_on` % of ceiling | `block_on` % of spawned | spawned % of ceiling | CPU-s/M spawned / `block_on` |"
+    );
+    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|");
+    let per_round = |over: &Summary, of: &Summary| -> Vec<f64> {
+        of.rates
+            .iter()
+            .zip(&over.rates)
+            .filter_map(|(a, b)| ratio(*a, *b))
+            .map(|r| r * 100.0)
+            .collect()
+    };
+    let spread = |values: Vec<f64>| -> String {
+        let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        match median(values) {
+            Some(m) => format!("{m:.0} % ({low:.0}-{high:.0})"),
+            None => "–".to_owned(),
+        }
+    };
+    for case in cases.iter().filter(|c| c.kind != Kind::Idle) {
+        let ceiling = get(results, case.key, "ceiling");
+        for spawned_name in &pairs {
+            let (Some(spawned), Some(blocked)) = (
+                get(results, case.key, spawned_name),
+                get(results, case.key, &format!("{spawned_name}{BLOCK_ON}")),
+            ) else {
+                continue;
+            };
+            let of_ceiling =
+                |s: &Summary| ceiling.map_or("–".to_owned(), |c| spread(per_round(c, s)));
+            let _ = writeln!(
+                out,
+                "| {} | {spawned_name} | {} | {} | {} | {} / {} |",
+                case.title,
+                of_ceiling(blocked),
+                spread(per_round(spawned, blocked)),
+                of_ceiling(spawned),
+                f(spawned.cpu_per_m, 2),
+                f(blocked.cpu_per_m, 2),
+            );
+        }
     }
     out
 }
@@ -837,7 +934,7 @@ fn machine(url: &AmqpUrl, broker_pid: Option<u32>, block_on: bool) -> String {
             " (its process not visible: no broker CPU)".to_owned(),
             |p| format!(" (pid {p})")
         ),
-        locked_version("warren"),
+        locked_version("warren-amqp"),
         warren_revision(),
         locked_version("lapin"),
         locked_version("amqprs"),
@@ -845,7 +942,8 @@ fn machine(url: &AmqpUrl, broker_pid: Option<u32>, block_on: bool) -> String {
         if block_on {
             "in `block_on` on the main thread (`--block-on`)"
         } else {
-            "in a task spawned on the runtime"
+            "in a task spawned on the runtime (a client named `NAME:block-on`: in `block_on` \
+             on the main thread)"
         },
     )
 }
@@ -985,13 +1083,17 @@ fn compare(o: &Options, args: &[String]) -> Result<()> {
     for case in &cases {
         for round in 1..=o.rounds {
             for client in &o.clients {
-                let bin = exe_dir.join(format!("runner-{client}"));
+                if !runs_scenario(client, &case.args) {
+                    continue;
+                }
+                let (runner, block_on) = runner_of(client);
+                let bin = exe_dir.join(format!("runner-{runner}"));
                 let mut child_args = case.args.clone();
                 if let Some(pid) = broker_pid {
                     child_args.extend(["--broker-pid".to_owned(), pid.to_string()]);
                 }
                 child_args.extend(["--url".to_owned(), o.url.clone()]);
-                if o.block_on {
+                if o.block_on || block_on {
                     child_args.push("--block-on".to_owned());
                 }
                 let run = run_child(&bin, &child_args, timeout);
@@ -1044,7 +1146,8 @@ fn compare(o: &Options, args: &[String]) -> Result<()> {
             args.iter().map(|a| format!(" {a}")).collect::<String>()
         )
     };
-    let tables = render_tables(&cases, &o.clients, &results, o.rounds);
+    let mut tables = render_tables(&cases, &o.clients, &results, o.rounds);
+    tables.push_str(&render_block_on(&cases, &o.clients, &results));
     let mut report = String::new();
     let _ = writeln!(
         report,

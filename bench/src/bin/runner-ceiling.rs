@@ -41,6 +41,7 @@ fn main() {
         Scenario::Consume => consume(p),
         Scenario::Rpc => rpc(p),
         Scenario::Idle => idle(p),
+        Scenario::Publisher => Err(warren_bench::only_warren(p)),
     });
 }
 

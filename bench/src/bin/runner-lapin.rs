@@ -25,6 +25,7 @@ fn main() {
             Scenario::Rpc => rpc(&p).await,
             Scenario::Fanin => fanin(&p).await,
             Scenario::Idle => idle(&p).await,
+            Scenario::Publisher => Err(warren_bench::only_warren(&p)),
         }
     });
 }

@@ -9,7 +9,7 @@ use warren::protocol::BasicProperties;
 use warren::wire::ShortString;
 use warren::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, Channel, ConfirmSelectOptions,
-    Confirmation, Connection, QueueDeclareOptions,
+    Confirmation, Connection, PublishError, Publisher, PublisherOptions, QueueDeclareOptions,
 };
 use warren_bench::{
     Meter, Outcome, Params, Result, Scenario, body, correlation_id, ensure, queue_name, raw,
@@ -24,6 +24,7 @@ fn main() {
             Scenario::Rpc => rpc(&p).await,
             Scenario::Fanin => fanin(&p).await,
             Scenario::Idle => idle(&p).await,
+            Scenario::Publisher => publisher(&p).await,
         }
     });
 }
@@ -130,6 +131,60 @@ async fn confirm(p: &Params) -> Result<Outcome> {
     Ok(Outcome::new(measured, p.messages))
 }
 
+/// `tasks` tasks publish through one `Publisher`, each keeping its share of the window in
+/// flight (so that all of them together keep `window` unconfirmed, as `confirm` does on one
+/// channel); every publish must end in an ack.
+async fn publisher(p: &Params) -> Result<Outcome> {
+    let queue = queue_name("warren", "publisher");
+    raw::declare_queues(&p.url, std::slice::from_ref(&queue))?;
+    let connection = Connection::connect(&p.url.raw).await?;
+    let options = PublisherOptions::default()
+        .channels(p.pool)
+        .max_in_flight(p.window);
+    let publisher = Publisher::new(&connection, options).await?;
+    let body = Bytes::from(body(p.size));
+    let per_task = (p.window / p.tasks).max(1);
+    let tasks = p.tasks as u64;
+
+    let meter = Meter::start(p.broker_pid, true);
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let count = p.messages / tasks + u64::from(task < p.messages % tasks);
+            let (publisher, queue, body) = (publisher.clone(), queue.clone(), body.clone());
+            tokio::spawn(async move {
+                let publishes = (0..count).map(|_| {
+                    publisher.publish(
+                        "",
+                        &queue,
+                        BasicPublishOptions::default(),
+                        body.clone(),
+                        BasicProperties::default(),
+                    )
+                });
+                let mut results = futures_util::stream::iter(publishes).buffer_unordered(per_task);
+                let mut acked = 0u64;
+                while let Some(result) = results.next().await {
+                    result?;
+                    acked += 1;
+                }
+                Ok::<_, PublishError>(acked)
+            })
+        })
+        .collect();
+    let mut acked = 0;
+    for handle in handles {
+        acked += handle.await??;
+    }
+    let measured = meter.stop();
+    ensure(acked == p.messages, || {
+        format!("{acked} of {} acked", p.messages)
+    })?;
+
+    connection.close().await?;
+    raw::delete_queues(&p.url, &[queue])?;
+    Ok(Outcome::new(measured, p.messages))
+}
+
 async fn consume(p: &Params) -> Result<Outcome> {
     let n = p.messages;
     let queue = queue_name("warren", "consume");
@@ -174,49 +229,8 @@ async fn rpc(p: &Params) -> Result<Outcome> {
     let total = p.warmup + p.messages;
 
     // The server, on its own connection: answer each request to its reply_to.
-    let server_connection = Connection::connect(&p.url.raw).await?;
-    let server_channel = server_connection.open_channel().await?;
-    let mut requests_in = server_channel
-        .basic_consume(
-            &requests,
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-    let server = {
-        let body = body.clone();
-        tokio::spawn(async move {
-            for _ in 0..total {
-                let request = requests_in
-                    .next()
-                    .await
-                    .ok_or("the server's consumer ended")??;
-                let reply_to = request
-                    .properties
-                    .reply_to
-                    .as_deref()
-                    .ok_or("a request without reply_to")?;
-                let properties = BasicProperties {
-                    correlation_id: request.properties.correlation_id.clone(),
-                    ..Default::default()
-                };
-                drop(
-                    server_channel
-                        .basic_publish(
-                            "",
-                            reply_to,
-                            BasicPublishOptions::default(),
-                            body.clone(),
-                            properties,
-                        )
-                        .await?,
-                );
-            }
-            Ok::<(), warren_bench::BoxError>(())
-        })
-    };
+    let (server_connection, server) =
+        warren_bench::rpc_server::spawn(&p.url.raw, &requests, body.clone(), total).await?;
 
     let connection = Connection::connect(&p.url.raw).await?;
     let channel = connection.open_channel().await?;

@@ -109,6 +109,46 @@ fn boxed_in_method(m: &Method) -> bool {
         .any(|f| !f.reserved && f.ty == crate::model::Type::Table)
 }
 
+/// The method's field-table arguments, in field order.
+fn table_fields(m: &Method) -> impl Iterator<Item = &crate::model::Field> {
+    m.fields
+        .iter()
+        .filter(|f| !f.reserved && f.ty == crate::model::Type::Table)
+}
+
+/// The body of `Method::field_tables`: an array of `Option<&FieldTable>` as long as the most
+/// tables any method has, flattened, so that no call allocates.
+fn field_tables_body(methods: &[&Method]) -> TokenStream {
+    let most = methods
+        .iter()
+        .map(|m| table_fields(m).count())
+        .max()
+        .unwrap_or(0);
+    if most == 0 {
+        return quote!(std::iter::empty());
+    }
+    let arms = methods.iter().filter_map(|m| {
+        let fields: Vec<_> = table_fields(m)
+            .map(|f| names::field_ident(&f.name))
+            .collect();
+        if fields.is_empty() {
+            return None;
+        }
+        let ident = method_ident(m);
+        let padding = (fields.len()..most).map(|_| quote!(None));
+        Some(quote!(Method::#ident(m) => [#(Some(&m.#fields),)* #(#padding,)*],))
+    });
+    let nones = (0..most).map(|_| quote!(None));
+    let len = Literal::usize_unsuffixed(most);
+    quote! {
+        let tables: [Option<&wire::FieldTable>; #len] = match self {
+            #(#arms)*
+            _ => [#(#nones),*],
+        };
+        tables.into_iter().flatten()
+    }
+}
+
 /// `matches!(self, Method::A(_) | Method::B(_))`, or `false` when no method qualifies.
 fn matches_any<'a>(methods: impl Iterator<Item = &'a Method>) -> TokenStream {
     let idents: Vec<_> = methods.map(method_ident).collect();
@@ -200,6 +240,7 @@ fn method_enum(spec: &Spec) -> TokenStream {
         (!idents.is_empty()).then(|| quote!(#(Method::#idents(_))|* => #value,))
     });
 
+    let field_tables = field_tables_body(&methods);
     let no_wait_body = if no_wait_arms.is_empty() {
         quote!(false)
     } else {
@@ -254,6 +295,13 @@ fn method_enum(spec: &Spec) -> TokenStream {
             /// Always `false` for methods without a `no-wait` field.
             pub fn no_wait(&self) -> bool {
                 #no_wait_body
+            }
+
+            /// The method's field-table arguments (queue and exchange arguments, peer
+            /// properties), in field order; none for most methods. A sender can check them
+            /// before encoding the method.
+            pub fn field_tables(&self) -> impl Iterator<Item = &wire::FieldTable> + '_ {
+                #field_tables
             }
 
             /// The class the method belongs to.

@@ -6,12 +6,19 @@
 //! properties, in order. Encoding writes only the flag words up to the last non-zero one.
 //! Decoding refuses a flag for a property the class does not define
 //! (`DecodeError::UnknownProperty`), so values are never read out of step.
+//!
+//! Each property also gets a chainable setter, `with_{property}`: short strings are taken as
+//! anything `wire::IntoShortString` (`&str`, `String`, `ShortString`), other values as
+//! anything `Into` the field's type. A string over 255 bytes cannot be stored: the setter
+//! records it in the struct's `invalid` field instead, so that the chain goes on and the
+//! publish that uses the properties fails with an error naming the property. `Debug` shows
+//! the properties that are set, and nothing else.
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::emit::{self, Docs};
-use crate::model::{Class, Field, Properties};
+use crate::model::{Class, Field, Properties, Type};
 use crate::names;
 
 /// Properties per flag word.
@@ -26,7 +33,6 @@ pub(crate) fn emit(class: &Class, p: &Properties) -> TokenStream {
     let ident = names::ident(&names::properties_type(&class.name));
     let class_id = Literal::u16_unsuffixed(p.class_id);
     let words = p.fields.len().div_ceil(PER_WORD);
-    let sensitive = p.fields.iter().any(|f| f.sensitive);
 
     let mut docs = Docs::new();
     docs.sentence(format!(
@@ -64,12 +70,21 @@ pub(crate) fn emit(class: &Class, p: &Properties) -> TokenStream {
             pub #name: Option<#ty>,
         }
     });
-    let derives = if sensitive {
-        quote!(#[derive(Clone, Default, PartialEq, Eq)])
-    } else {
-        quote!(#[derive(Debug, Clone, Default, PartialEq, Eq)])
-    };
-    let debug = sensitive.then(|| redacting_debug(&ident, &p.fields));
+    // Only short strings can be refused by a setter, so only their classes need `invalid`.
+    let has_short_strings = p.fields.iter().any(|f| f.ty == Type::ShortStr);
+    let invalid_field = has_short_strings.then(|| {
+        quote! {
+            /// The first value a `with_*` setter could not store: a short string over 255
+            /// bytes. Publishing properties with one fails with an error that names the
+            /// property. `None` unless a setter refused a value (properties decoded from the
+            /// wire or built field by field have none).
+            pub invalid: Option<Box<wire::InvalidProperty>>,
+        }
+    });
+    let invalid_init = has_short_strings.then(|| quote!(invalid: None));
+    let derives = quote!(#[derive(Clone, Default, PartialEq, Eq)]);
+    let debug = set_fields_debug(&ident, &p.fields, has_short_strings);
+    let setters = setters(&ident, &class.name, &p.fields, has_short_strings);
 
     // encode: flag words as one expression each, then the present values.
     let word_exprs: Vec<TokenStream> = (0..words)
@@ -162,9 +177,12 @@ pub(crate) fn emit(class: &Class, p: &Properties) -> TokenStream {
         #derives
         pub struct #ident {
             #(#fields)*
+            #invalid_field
         }
 
         #debug
+
+        #setters
 
         impl wire::ContentProperties for #ident {
             const CLASS_ID: u16 = #class_id;
@@ -181,30 +199,115 @@ pub(crate) fn emit(class: &Class, p: &Properties) -> TokenStream {
                     property_flag_tail(input, #class_id, #next_index)?;
                 }
                 #(#reads)*
-                Ok(Self { #(#names),* })
+                Ok(Self { #(#names,)* #invalid_init })
             }
         }
     }
 }
 
-fn redacting_debug(ident: &proc_macro2::Ident, fields: &[Field]) -> TokenStream {
+/// `Debug` that shows only the properties that are set (most messages set two or three of
+/// fourteen), sensitive ones as `<redacted>`, and a refused value if there is one.
+fn set_fields_debug(ident: &Ident, fields: &[Field], has_invalid: bool) -> TokenStream {
     let name = ident.to_string();
     let fields = fields.iter().map(|f| {
         let label = names::field_display(&f.name);
         let id = names::field_ident(&f.name);
         if f.sensitive {
-            quote!(.field(#label, &self.#id.as_ref().map(|_| Redacted)))
+            quote! {
+                if self.#id.is_some() {
+                    out.field(#label, &Redacted);
+                }
+            }
         } else {
-            quote!(.field(#label, &self.#id))
+            quote! {
+                if let Some(value) = &self.#id {
+                    out.field(#label, value);
+                }
+            }
+        }
+    });
+    let invalid = has_invalid.then(|| {
+        quote! {
+            if let Some(invalid) = &self.invalid {
+                out.field("invalid", invalid);
+            }
         }
     });
     quote! {
         impl ::core::fmt::Debug for #ident {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.debug_struct(#name)
-                    #(#fields)*
-                    .finish()
+                let mut out = f.debug_struct(#name);
+                #(#fields)*
+                #invalid
+                out.finish()
             }
+        }
+    }
+}
+
+/// The chainable `with_{property}` setters, and the helper that records a refused string.
+fn setters(ident: &Ident, class: &str, fields: &[Field], has_invalid: bool) -> TokenStream {
+    let setters = fields.iter().map(|f| {
+        let id = names::field_ident(&f.name);
+        let label = names::field_display(&f.name);
+        let setter = format_ident!("with_{}", label);
+        let mut docs = Docs::new();
+        docs.sentence(format!(
+            "Sets [`{label}`](Self::{label}), replacing any value it has."
+        ));
+        if f.ty == Type::ShortStr {
+            docs.sentence(
+                "Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is \
+                 not stored: it is recorded in [`invalid`](Self::invalid), and publishing \
+                 these properties fails with an error that names the property.",
+            );
+            let docs = docs.tokens();
+            quote! {
+                #docs
+                #[must_use]
+                pub fn #setter(mut self, value: impl wire::IntoShortString) -> Self {
+                    match value.into_short_string() {
+                        Ok(value) => self.#id = Some(value),
+                        Err(error) => self.refuse(#label, error),
+                    }
+                    self
+                }
+            }
+        } else {
+            let ty = emit::rust_type(f.ty);
+            let docs = docs.tokens();
+            // `impl Into<u16>` would refuse a literal (`with_x(7)` is an i32 to inference, as
+            // several integer types convert into u16); `impl Into<u8>` takes one, and also
+            // enums that convert into an octet (a delivery mode).
+            let (value, into) = match f.ty {
+                Type::Short | Type::Long | Type::LongLong | Type::Bit => (quote!(#ty), quote!()),
+                _ => (quote!(impl Into<#ty>), quote!(.into())),
+            };
+            quote! {
+                #docs
+                #[must_use]
+                pub fn #setter(mut self, value: #value) -> Self {
+                    self.#id = Some(value #into);
+                    self
+                }
+            }
+        }
+    });
+    let refuse = has_invalid.then(|| {
+        quote! {
+            /// Records a string a setter could not store, unless one was recorded before.
+            fn refuse(&mut self, property: &'static str, error: wire::ShortStringTooLong) {
+                self.invalid
+                    .get_or_insert_with(|| Box::new(wire::InvalidProperty::new(property, error)));
+            }
+        }
+    });
+    let doc = format!(" Chainable setters, one per property of `{class}` content.");
+    quote! {
+        #[doc = #doc]
+        impl #ident {
+            #(#setters)*
+            #refuse
         }
     }
 }

@@ -26,7 +26,7 @@ pub(crate) fn emit(spec: &Spec) -> TokenStream {
             let function =
                 format_ident!("{}", names::snake(&format!("{}-{}", m.class_name, m.name)));
             let fields: Vec<&Field> = m.fields.iter().filter(|f| !f.reserved).collect();
-            let body = build(&ident, &fields, false);
+            let body = build(&ident, &fields, false, None);
             functions.push(quote! {
                 /// Any value of the method struct.
                 pub(crate) fn #function() -> impl Strategy<Value = #ident> {
@@ -39,7 +39,13 @@ pub(crate) fn emit(spec: &Spec) -> TokenStream {
             let ident = names::ident(&names::properties_type(&class.name));
             let function = format_ident!("{}_properties", names::snake(&class.name));
             let fields: Vec<&Field> = properties.fields.iter().filter(|f| !f.reserved).collect();
-            let body = build(&ident, &fields, true);
+            // The setters' record of a refused string is never set on the wire's side.
+            let invalid = properties
+                .fields
+                .iter()
+                .any(|f| f.ty == Type::ShortStr)
+                .then(|| quote!(invalid: None));
+            let body = build(&ident, &fields, true, invalid);
             functions.push(quote! {
                 /// Any value of the properties struct, each property present or not.
                 pub(crate) fn #function() -> impl Strategy<Value = #ident> {
@@ -74,8 +80,14 @@ pub(crate) fn emit(spec: &Spec) -> TokenStream {
     }
 }
 
-/// A strategy building struct `ident` from `fields` (wrapped in `Option` if `optional`).
-fn build(ident: &Ident, fields: &[&Field], optional: bool) -> TokenStream {
+/// A strategy building struct `ident` from `fields` (wrapped in `Option` if `optional`), with
+/// `extra` (`name: value`) as its last field if given.
+fn build(
+    ident: &Ident,
+    fields: &[&Field],
+    optional: bool,
+    extra: Option<TokenStream>,
+) -> TokenStream {
     if fields.is_empty() {
         return quote!(Just(#ident {}));
     }
@@ -96,7 +108,7 @@ fn build(ident: &Ident, fields: &[&Field], optional: bool) -> TokenStream {
         .map(|group| quote!((#(#group,)*)));
     let name_groups = names.chunks(TUPLE_MAX).map(|group| quote!((#(#group,)*)));
     quote! {
-        (#(#strategy_groups,)*).prop_map(|(#(#name_groups,)*)| #ident { #(#names),* })
+        (#(#strategy_groups,)*).prop_map(|(#(#name_groups,)*)| #ident { #(#names,)* #extra })
     }
 }
 

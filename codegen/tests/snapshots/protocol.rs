@@ -872,6 +872,25 @@ impl Method {
         }
     }
 
+    /// The method's field-table arguments (queue and exchange arguments, peer
+    /// properties), in field order; none for most methods. A sender can check them
+    /// before encoding the method.
+    pub fn field_tables(&self) -> impl Iterator<Item = &wire::FieldTable> + '_ {
+        let tables: [Option<&wire::FieldTable>; 1] = match self {
+            Method::ConnectionStart(m) => [Some(&m.server_properties)],
+            Method::ConnectionStartOk(m) => [Some(&m.client_properties)],
+            Method::ExchangeDeclare(m) => [Some(&m.arguments)],
+            Method::ExchangeBind(m) => [Some(&m.arguments)],
+            Method::ExchangeUnbind(m) => [Some(&m.arguments)],
+            Method::QueueDeclare(m) => [Some(&m.arguments)],
+            Method::QueueBind(m) => [Some(&m.arguments)],
+            Method::QueueUnbind(m) => [Some(&m.arguments)],
+            Method::BasicConsume(m) => [Some(&m.arguments)],
+            _ => [None],
+        };
+        tables.into_iter().flatten()
+    }
+
     /// The class the method belongs to.
     pub fn class(&self) -> Class {
         match self {
@@ -4937,7 +4956,7 @@ impl wire::AmqpMethod for BasicNack {
 /// follows. `Default` is the header with no property set.
 ///
 /// Class id 60.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct BasicProperties {
     /// MIME type of the body, such as application/json.
     ///
@@ -4999,6 +5018,242 @@ pub struct BasicProperties {
     ///
     /// Wire type `shortstr`. Presence flag: bit 2 of the first flag word.
     pub reserved: Option<wire::ShortString>,
+    /// The first value a `with_*` setter could not store: a short string over 255
+    /// bytes. Publishing properties with one fails with an error that names the
+    /// property. `None` unless a setter refused a value (properties decoded from the
+    /// wire or built field by field have none).
+    pub invalid: Option<Box<wire::InvalidProperty>>,
+}
+
+impl ::core::fmt::Debug for BasicProperties {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        let mut out = f.debug_struct("BasicProperties");
+        if let Some(value) = &self.content_type {
+            out.field("content_type", value);
+        }
+        if let Some(value) = &self.content_encoding {
+            out.field("content_encoding", value);
+        }
+        if let Some(value) = &self.headers {
+            out.field("headers", value);
+        }
+        if let Some(value) = &self.delivery_mode {
+            out.field("delivery_mode", value);
+        }
+        if let Some(value) = &self.priority {
+            out.field("priority", value);
+        }
+        if let Some(value) = &self.correlation_id {
+            out.field("correlation_id", value);
+        }
+        if let Some(value) = &self.reply_to {
+            out.field("reply_to", value);
+        }
+        if let Some(value) = &self.expiration {
+            out.field("expiration", value);
+        }
+        if let Some(value) = &self.message_id {
+            out.field("message_id", value);
+        }
+        if let Some(value) = &self.timestamp {
+            out.field("timestamp", value);
+        }
+        if let Some(value) = &self.kind {
+            out.field("kind", value);
+        }
+        if let Some(value) = &self.user_id {
+            out.field("user_id", value);
+        }
+        if let Some(value) = &self.app_id {
+            out.field("app_id", value);
+        }
+        if let Some(value) = &self.reserved {
+            out.field("reserved", value);
+        }
+        if let Some(invalid) = &self.invalid {
+            out.field("invalid", invalid);
+        }
+        out.finish()
+    }
+}
+
+/// Chainable setters, one per property of `basic` content.
+impl BasicProperties {
+    /// Sets [`content_type`](Self::content_type), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_content_type(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.content_type = Some(value),
+            Err(error) => self.refuse("content_type", error),
+        }
+        self
+    }
+
+    /// Sets [`content_encoding`](Self::content_encoding), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_content_encoding(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.content_encoding = Some(value),
+            Err(error) => self.refuse("content_encoding", error),
+        }
+        self
+    }
+
+    /// Sets [`headers`](Self::headers), replacing any value it has.
+    #[must_use]
+    pub fn with_headers(mut self, value: impl Into<wire::FieldTable>) -> Self {
+        self.headers = Some(value.into());
+        self
+    }
+
+    /// Sets [`delivery_mode`](Self::delivery_mode), replacing any value it has.
+    #[must_use]
+    pub fn with_delivery_mode(mut self, value: impl Into<u8>) -> Self {
+        self.delivery_mode = Some(value.into());
+        self
+    }
+
+    /// Sets [`priority`](Self::priority), replacing any value it has.
+    #[must_use]
+    pub fn with_priority(mut self, value: impl Into<u8>) -> Self {
+        self.priority = Some(value.into());
+        self
+    }
+
+    /// Sets [`correlation_id`](Self::correlation_id), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_correlation_id(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.correlation_id = Some(value),
+            Err(error) => self.refuse("correlation_id", error),
+        }
+        self
+    }
+
+    /// Sets [`reply_to`](Self::reply_to), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_reply_to(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.reply_to = Some(value),
+            Err(error) => self.refuse("reply_to", error),
+        }
+        self
+    }
+
+    /// Sets [`expiration`](Self::expiration), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_expiration(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.expiration = Some(value),
+            Err(error) => self.refuse("expiration", error),
+        }
+        self
+    }
+
+    /// Sets [`message_id`](Self::message_id), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_message_id(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.message_id = Some(value),
+            Err(error) => self.refuse("message_id", error),
+        }
+        self
+    }
+
+    /// Sets [`timestamp`](Self::timestamp), replacing any value it has.
+    #[must_use]
+    pub fn with_timestamp(mut self, value: impl Into<wire::Timestamp>) -> Self {
+        self.timestamp = Some(value.into());
+        self
+    }
+
+    /// Sets [`kind`](Self::kind), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_kind(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.kind = Some(value),
+            Err(error) => self.refuse("kind", error),
+        }
+        self
+    }
+
+    /// Sets [`user_id`](Self::user_id), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_user_id(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.user_id = Some(value),
+            Err(error) => self.refuse("user_id", error),
+        }
+        self
+    }
+
+    /// Sets [`app_id`](Self::app_id), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_app_id(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.app_id = Some(value),
+            Err(error) => self.refuse("app_id", error),
+        }
+        self
+    }
+
+    /// Sets [`reserved`](Self::reserved), replacing any value it has.
+    ///
+    /// Takes a `&str`, a `String` or a `ShortString`. A string over 255 bytes is not stored: it
+    /// is recorded in [`invalid`](Self::invalid), and publishing these properties fails with an
+    /// error that names the property.
+    #[must_use]
+    pub fn with_reserved(mut self, value: impl wire::IntoShortString) -> Self {
+        match value.into_short_string() {
+            Ok(value) => self.reserved = Some(value),
+            Err(error) => self.refuse("reserved", error),
+        }
+        self
+    }
+
+    /// Records a string a setter could not store, unless one was recorded before.
+    fn refuse(&mut self, property: &'static str, error: wire::ShortStringTooLong) {
+        self.invalid
+            .get_or_insert_with(|| Box::new(
+                wire::InvalidProperty::new(property, error),
+            ));
+    }
 }
 
 impl wire::ContentProperties for BasicProperties {
@@ -5151,6 +5406,7 @@ impl wire::ContentProperties for BasicProperties {
             user_id,
             app_id,
             reserved,
+            invalid: None,
         })
     }
 }
@@ -6051,6 +6307,7 @@ pub(crate) mod strategies {
                 user_id,
                 app_id,
                 reserved,
+                invalid: None,
             })
     }
 

@@ -42,6 +42,19 @@ pub fn reference_dir() -> Option<PathBuf> {
     complete.then_some(dir)
 }
 
+/// Says that the running test skips for want of the reference specs, past the test harness's
+/// output capture, as `SKIPPED reference: <test>: <reason>` (the line warren's
+/// `scripts/test.sh` counts).
+pub fn skip_without_reference() {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("unnamed-test");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED reference: {test}: ../shared/reference (the official AMQP spec files) is absent"
+    );
+}
+
 /// Whether `WARREN_BLESS=1` asks to rewrite expectations.
 pub fn blessing() -> bool {
     std::env::var_os("WARREN_BLESS").is_some_and(|v| v == "1")

@@ -24,6 +24,47 @@ impl ShortString {
     }
 }
 
+/// A string over 255 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortStringTooLong {
+    /// Its length.
+    pub len: usize,
+}
+
+/// What a short string can be made from.
+pub trait IntoShortString {
+    /// The short string, or the error for a string over 255 bytes.
+    fn into_short_string(self) -> Result<ShortString, ShortStringTooLong>;
+}
+
+impl IntoShortString for &str {
+    fn into_short_string(self) -> Result<ShortString, ShortStringTooLong> {
+        match self.len() {
+            len @ 256.. => Err(ShortStringTooLong { len }),
+            _ => Ok(ShortString(self.to_owned())),
+        }
+    }
+}
+
+/// A value a properties setter refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidProperty {
+    /// The property.
+    pub property: &'static str,
+    /// The string's length.
+    pub len: usize,
+}
+
+impl InvalidProperty {
+    /// The record of `error` for `property`.
+    pub fn new(property: &'static str, error: ShortStringTooLong) -> Self {
+        Self {
+            property,
+            len: error.len,
+        }
+    }
+}
+
 /// `longstr`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LongString(Vec<u8>);

@@ -1,0 +1,197 @@
+//! Acknowledgements on their way from a channel's handles to the driver, in batches.
+//!
+//! A consumer that acknowledges each delivery would otherwise send the driver one command per
+//! message: a slot in the bounded command queue, and a wake-up of the driver whenever it had
+//! caught up. When the application runs on another thread than the driver (`#[tokio::main]`
+//! runs `main` in `block_on`, not on a worker), each of those is a cross-thread hand-over.
+//! Instead, acknowledgements are appended to the channel's open [`AckBatch`]; only the one
+//! that opens a batch sends a command ([`Command::Acks`](super::command::Command::Acks)),
+//! and the driver takes the whole batch when it reaches that command. The acknowledgements
+//! made while the driver was busy elsewhere go out together, with one command and at most one
+//! wake-up.
+//!
+//! Order: a batch is taken where its command stands in the queue, so an acknowledgement
+//! appended later moves ahead of the commands queued in between. That is harmless for
+//! publishes (which the application does not order against acknowledgements), but not for
+//! methods whose meaning depends on which acknowledgements came first (`tx.commit`,
+//! `basic.recover`, `channel.close`): every other command of the channel
+//! [seals](AckOutbox::seal) the open batch first, so the next acknowledgement opens a new one
+//! behind it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::protocol::{BasicAck, BasicNack, BasicReject, Method};
+
+/// One acknowledgement, as the application gave it (its delivery tag as the application saw it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acknowledgement {
+    /// `basic.ack`.
+    Ack { delivery_tag: u64, multiple: bool },
+    /// `basic.nack`.
+    Nack {
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
+    /// `basic.reject`.
+    Reject { delivery_tag: u64, requeue: bool },
+}
+
+impl From<Acknowledgement> for Method {
+    fn from(ack: Acknowledgement) -> Self {
+        match ack {
+            Acknowledgement::Ack {
+                delivery_tag,
+                multiple,
+            } => BasicAck {
+                delivery_tag,
+                multiple,
+            }
+            .into(),
+            Acknowledgement::Nack {
+                delivery_tag,
+                multiple,
+                requeue,
+            } => BasicNack {
+                delivery_tag,
+                multiple,
+                requeue,
+            }
+            .into(),
+            Acknowledgement::Reject {
+                delivery_tag,
+                requeue,
+            } => BasicReject {
+                delivery_tag,
+                requeue,
+            }
+            .into(),
+        }
+    }
+}
+
+/// Acknowledgements that one command carries to the driver.
+#[derive(Debug, Default)]
+pub(crate) struct AckBatch {
+    /// `None` once the driver has taken them: the batch is closed.
+    acks: Mutex<Option<Vec<Acknowledgement>>>,
+}
+
+impl AckBatch {
+    /// Takes the acknowledgements and closes the batch (the driver, at the batch's command).
+    pub(crate) fn take(&self) -> Vec<Acknowledgement> {
+        lock(&self.acks).take().unwrap_or_default()
+    }
+}
+
+/// A channel's open batch, if any.
+#[derive(Debug, Default)]
+pub(crate) struct AckOutbox {
+    open: Mutex<Option<Arc<AckBatch>>>,
+}
+
+impl AckOutbox {
+    /// Appends `ack` to the open batch. Returns the new batch when there was none (or the
+    /// driver had taken it): the caller must then send the driver its command, or
+    /// [`abandon`](Self::abandon) it.
+    pub(crate) fn push(&self, ack: Acknowledgement) -> Option<Arc<AckBatch>> {
+        let mut open = lock(&self.open);
+        if let Some(batch) = open.as_ref()
+            && let Some(acks) = lock(&batch.acks).as_mut()
+        {
+            acks.push(ack);
+            return None;
+        }
+        let batch = Arc::new(AckBatch {
+            acks: Mutex::new(Some(vec![ack])),
+        });
+        *open = Some(batch.clone());
+        Some(batch)
+    }
+
+    /// Closes the open batch to further acknowledgements: a command of the channel is about
+    /// to be queued behind it, and what is acknowledged after must follow that command.
+    pub(crate) fn seal(&self) {
+        lock(&self.open).take();
+    }
+
+    /// Forgets `batch`, whose command could not be queued (the connection is gone): what was
+    /// appended to it is dropped with it, as a command that cannot be sent is.
+    pub(crate) fn abandon(&self, batch: &Arc<AckBatch>) {
+        let mut open = lock(&self.open);
+        if open.as_ref().is_some_and(|b| Arc::ptr_eq(b, batch)) {
+            *open = None;
+        }
+        lock(&batch.acks).take();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing here panics while holding a lock.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(delivery_tag: u64) -> Acknowledgement {
+        Acknowledgement::Ack {
+            delivery_tag,
+            multiple: false,
+        }
+    }
+
+    #[test]
+    fn only_the_first_acknowledgement_of_a_batch_needs_a_command() {
+        let outbox = AckOutbox::default();
+        let batch = outbox.push(ack(1)).expect("the first opens a batch");
+        assert!(outbox.push(ack(2)).is_none());
+        assert!(outbox.push(ack(3)).is_none());
+        assert_eq!(batch.take(), [ack(1), ack(2), ack(3)]);
+        // Taken: the next acknowledgement opens a new batch, with a command of its own.
+        let next = outbox.push(ack(4)).expect("a taken batch is closed");
+        assert!(!Arc::ptr_eq(&batch, &next));
+        assert_eq!(batch.take(), []);
+        assert_eq!(next.take(), [ack(4)]);
+    }
+
+    #[test]
+    fn sealing_starts_a_new_batch_behind_the_next_command() {
+        let outbox = AckOutbox::default();
+        let first = outbox.push(ack(1)).unwrap();
+        outbox.seal();
+        let second = outbox
+            .push(ack(2))
+            .expect("after a seal, a new batch and command");
+        assert_eq!(first.take(), [ack(1)]);
+        assert_eq!(second.take(), [ack(2)]);
+    }
+
+    #[test]
+    fn an_abandoned_batch_takes_nothing_more() {
+        let outbox = AckOutbox::default();
+        let batch = outbox.push(ack(1)).unwrap();
+        outbox.abandon(&batch);
+        assert_eq!(batch.take(), []);
+        assert!(outbox.push(ack(2)).is_some());
+    }
+
+    #[test]
+    fn acknowledgements_become_their_methods() {
+        let nack: Method = Acknowledgement::Nack {
+            delivery_tag: 7,
+            multiple: true,
+            requeue: false,
+        }
+        .into();
+        assert_eq!(
+            nack,
+            Method::BasicNack(BasicNack {
+                delivery_tag: 7,
+                multiple: true,
+                requeue: false
+            })
+        );
+    }
+}

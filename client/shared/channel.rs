@@ -1,0 +1,142 @@
+//! A channel's state shared between its handles and the driver.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::BytesMut;
+use tokio::sync::{Semaphore, broadcast, watch};
+
+use super::acks::AckOutbox;
+use super::command::ChannelKey;
+use super::messages::ReturnedMessage;
+use crate::error::Error;
+
+/// How many returned messages a returns stream buffers before the oldest are dropped.
+const RETURNS_CAPACITY: usize = 1024;
+
+/// A channel's state shared between its handles and the driver.
+#[derive(Debug)]
+pub(crate) struct ChannelShared {
+    pub id: u16,
+    /// Which opening of channel number `id` this is (see [`ChannelKey`]).
+    pub epoch: u64,
+    open: AtomicBool,
+    closed: Mutex<Option<Error>>,
+    /// Set by the driver when `confirm.select-ok` arrives.
+    pub confirm_mode: AtomicBool,
+    /// The limit on unconfirmed publishes, if the application asked for one.
+    pub in_flight: OnceLock<Arc<Semaphore>>,
+    /// Prefetch count of the last `basic.qos`, which sizes consumer buffers.
+    pub prefetch: AtomicU16,
+    /// `false` while the broker has paused the channel with `channel.flow`.
+    pub flow: watch::Sender<bool>,
+    /// Where returned messages go.
+    returns: Mutex<ReturnsSender>,
+    /// Where publishers encode their method and header frames: frames are split off it, so
+    /// one allocation serves many publishes.
+    pub encode_buffer: Mutex<BytesMut>,
+    /// Delivery tags up to this one came on a connection since lost (see [`Self::is_stale`]).
+    pub tag_offset: AtomicU64,
+    /// Acknowledgements waiting for the driver, in batches.
+    pub acks: AckOutbox,
+}
+
+/// The sender of a channel's returns streams. It is made by the first `returns()` call, not
+/// with the channel: its buffer is sized for a burst of returns, and most channels never
+/// listen.
+#[derive(Debug)]
+enum ReturnsSender {
+    NobodyListened,
+    Listening(broadcast::Sender<Arc<ReturnedMessage>>),
+    /// The channel closed; dropping the sender ended the streams.
+    Closed,
+}
+
+impl ChannelShared {
+    pub(crate) fn new(id: u16, epoch: u64) -> Self {
+        Self {
+            id,
+            epoch,
+            open: AtomicBool::new(true),
+            closed: Mutex::new(None),
+            confirm_mode: AtomicBool::new(false),
+            in_flight: OnceLock::new(),
+            prefetch: AtomicU16::new(0),
+            flow: watch::Sender::new(true),
+            returns: Mutex::new(ReturnsSender::NobodyListened),
+            encode_buffer: Mutex::new(BytesMut::new()),
+            tag_offset: AtomicU64::new(0),
+            acks: AckOutbox::default(),
+        }
+    }
+
+    /// Whether `delivery_tag` came on a connection since lost and recovered.
+    ///
+    /// Delivery tags restart at 1 on every connection, so after a recovery the driver adds an
+    /// offset (the highest tag handed out before) to every new tag, as RabbitMQ's Java client
+    /// does: tags stay unique per channel handle, and a tag at or below the offset is known
+    /// to be from before. Tag 0 (with `multiple`, "everything so far") is never stale.
+    pub(crate) fn is_stale(&self, delivery_tag: u64) -> bool {
+        delivery_tag != 0 && delivery_tag <= self.tag_offset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// The key commands for this channel carry.
+    pub(crate) fn key(&self) -> ChannelKey {
+        ChannelKey {
+            id: self.id,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Marks the channel closed for good with `reason` (only the first reason is kept).
+    pub(crate) fn set_closed(&self, reason: Error) {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if closed.is_none() {
+            *closed = Some(reason);
+        }
+        self.open.store(false, Ordering::Release);
+        drop(closed);
+        // Wake publishers waiting for flow, so they see the close.
+        self.flow.send_replace(true);
+        // End the returns streams.
+        *self.returns.lock().unwrap_or_else(|e| e.into_inner()) = ReturnsSender::Closed;
+    }
+
+    /// Passes a returned message to the returns streams; `false` if nobody listens.
+    pub(crate) fn publish_return(&self, message: &ReturnedMessage) -> bool {
+        match &*self.returns.lock().unwrap_or_else(|e| e.into_inner()) {
+            ReturnsSender::Listening(sender) => sender.send(Arc::new(message.clone())).is_ok(),
+            ReturnsSender::NobodyListened | ReturnsSender::Closed => false,
+        }
+    }
+
+    /// A receiver of returned messages; already ended if the channel is closed.
+    pub(crate) fn subscribe_returns(&self) -> broadcast::Receiver<Arc<ReturnedMessage>> {
+        let mut returns = self.returns.lock().unwrap_or_else(|e| e.into_inner());
+        match &*returns {
+            ReturnsSender::Listening(sender) => sender.subscribe(),
+            ReturnsSender::NobodyListened => {
+                let sender = broadcast::Sender::new(RETURNS_CAPACITY);
+                let receiver = sender.subscribe();
+                *returns = ReturnsSender::Listening(sender);
+                receiver
+            }
+            ReturnsSender::Closed => broadcast::Sender::new(1).subscribe(),
+        }
+    }
+
+    /// Why the channel is closed, if it is.
+    pub(crate) fn closed_reason(&self) -> Option<Error> {
+        if self.is_open() {
+            return None;
+        }
+        self.closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
