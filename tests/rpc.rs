@@ -60,6 +60,9 @@ async fn client(connection: &Connection) -> RpcClient {
         .expect("starting the RPC client")
 }
 
+/// A deadline no call here should reach.
+const TEN_S: Duration = Duration::from_secs(10);
+
 fn timeout(after: Duration) -> RpcCallOptions {
     RpcCallOptions::default().with_timeout(after)
 }
@@ -547,17 +550,34 @@ async fn a_client_whose_connection_closes_fails_its_calls_with_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_request_to_a_missing_exchange_closes_the_client_with_the_brokers_404() {
+async fn a_channel_the_broker_closes_fails_its_calls_and_the_next_call_opens_a_new_one() {
     run(async {
-        let connection = connect().await;
+        let mut cleanup = Cleanup::new();
+        let server_connection = connect().await;
+        let queue = request_queue(&server_connection, &mut cleanup, "rpc-reopen").await;
+        let server =
+            uppercase_server(&server_connection, &queue, RpcServerOptions::default()).await;
+        let name = unique("rpc-reopen-client");
+        let connection = connect_with(options().connection_name(&name)).await;
         let client = client(&connection).await;
-        let options = RpcCallOptions {
+        let reply = within(
+            "a first call",
+            client.call(&queue, "before", timeout(TEN_S)),
+        )
+        .await
+        .expect("the first call");
+        assert_eq!(&reply.body[..], b"BEFORE");
+        let first = client.channel();
+
+        // A request to a missing exchange: the broker closes the client's channel, and the
+        // call fails with the broker's reason.
+        let missing = RpcCallOptions {
             exchange: unique("rpc-no-such-exchange"),
             ..Default::default()
         };
         let error = within(
             "a call to a missing exchange",
-            client.call("key", "x", options),
+            client.call("key", "x", missing),
         )
         .await
         .expect_err("the broker closes the channel");
@@ -569,16 +589,32 @@ async fn a_request_to_a_missing_exchange_closes_the_client_with_the_brokers_404(
             Some(warren::ReplyCode::NOT_FOUND),
             "{cause}"
         );
-        assert!(!client.channel().is_open());
-        // Later calls say so at once; the connection is unaffected.
-        let error = client
-            .call("key", "x", RpcCallOptions::default())
-            .await
-            .expect_err("closed");
-        assert!(matches!(error, RpcError::Closed(_)), "{error:?}");
-        let replacement = self::client(&connection).await;
-        assert_eq!(replacement.pending_calls(), 0);
+        assert!(!first.is_open());
+
+        // The next calls, 20 at once, open one new channel between them and get their
+        // replies on it.
+        let calls = (0..20).map(|i| {
+            let client = client.clone();
+            let queue = queue.clone();
+            async move {
+                let reply = client
+                    .call(&queue, format!("after {i}"), timeout(TEN_S))
+                    .await
+                    .expect("a call after the close");
+                assert_eq!(reply.body, format!("AFTER {i}").as_bytes());
+            }
+        });
+        within("20 calls after the close", join_all(calls)).await;
+        assert!(client.channel().is_open());
+        assert_eq!(client.pending_calls(), 0);
+        eventually("the client's connection to have one channel", || async {
+            broker_connection(&name, &["channels"]).is_some_and(|line| line[0] == "1")
+        })
+        .await;
+
+        server.shutdown().await.expect("stopping the server");
         connection.close().await.expect("closing");
+        server_connection.close().await.expect("closing");
     })
     .await;
 }

@@ -2,7 +2,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 
 use super::DIRECT_REPLY_TO;
 use super::error::RpcError;
-use super::pending::Pending;
+use super::pending::{Counters, Pending};
 use crate::channel::{BasicConsumeOptions, BasicPublishOptions, Body, Channel, Returns};
 use crate::connection::{Connection, ConnectionEvent, Events};
 use crate::consumer::Consumer;
@@ -29,7 +29,8 @@ pub struct RpcCallOptions {
     /// The exchange to publish the request to; empty (the default) is the default
     /// exchange, which routes to the queue named by the routing key. The exchange must
     /// exist: publishing to one that does not makes the broker close the client's channel
-    /// (404), which closes the client ([`RpcError::Closed`]); make a new one.
+    /// (404), which fails the calls waiting on it with [`RpcError::Closed`]; the next call
+    /// opens a new channel.
     pub exchange: String,
     /// How long the call waits for its reply, publishing included (default 30 s).
     pub timeout: Duration,
@@ -99,12 +100,25 @@ pub struct RpcClient {
 }
 
 struct Inner {
+    connection: Connection,
+    /// The channel and reply consumer calls go through now; replaced when its channel has
+    /// closed (see [`RpcClient::call`]).
+    session: Mutex<Arc<Session>>,
+    /// Held while a replacement session opens, so that concurrent calls open one, not many.
+    reopening: tokio::sync::Mutex<()>,
+    /// Shared by every session: correlation ids and the late-reply count.
+    counters: Arc<Counters>,
+}
+
+/// One channel with its reply consumer, the calls waiting on it, and the task that hands
+/// them their replies.
+struct Session {
     channel: Channel,
     pending: Arc<Pending>,
     task: AbortHandle,
 }
 
-impl Drop for Inner {
+impl Drop for Session {
     fn drop(&mut self) {
         // The task holds the reply consumer; ending it cancels the consumer, and dropping
         // the channel handle here closes the channel.
@@ -112,20 +126,15 @@ impl Drop for Inner {
     }
 }
 
-impl std::fmt::Debug for RpcClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RpcClient")
-            .field("channel", &self.inner.channel.id())
-            .field("pending_calls", &self.pending_calls())
-            .field("late_replies", &self.late_replies())
-            .finish()
+impl Session {
+    /// Whether calls can go through this session: its channel is open (a channel being
+    /// recovered is) and its reply task still takes calls.
+    fn is_usable(&self) -> bool {
+        self.channel.is_open() && self.pending.is_open()
     }
-}
 
-impl RpcClient {
-    /// Opens a channel on `connection` and starts consuming direct reply-to on it. Spawns
-    /// the client's reply task on the current tokio runtime.
-    pub async fn new(connection: &Connection) -> Result<Self, Error> {
+    /// Opens a channel on `connection` and starts consuming direct reply-to on it.
+    async fn open(connection: &Connection, counters: &Arc<Counters>) -> Result<Self, Error> {
         let channel = connection.open_channel().await?;
         // Subscribe before the first publish, so that no return or loss is missed.
         let returns = channel.returns();
@@ -140,13 +149,41 @@ impl RpcClient {
                 },
             )
             .await?;
-        let pending = Arc::new(Pending::new(connection.inner.state.clone()));
+        let pending = Arc::new(Pending::new(
+            connection.inner.state.clone(),
+            counters.clone(),
+        ));
         let task = tokio::spawn(dispatch(pending.clone(), replies, returns, events));
         Ok(Self {
+            channel,
+            pending,
+            task: task.abort_handle(),
+        })
+    }
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("channel", &self.session().channel.id())
+            .field("pending_calls", &self.pending_calls())
+            .field("late_replies", &self.late_replies())
+            .finish()
+    }
+}
+
+impl RpcClient {
+    /// Opens a channel on `connection` and starts consuming direct reply-to on it. Spawns
+    /// the client's reply task on the current tokio runtime.
+    pub async fn new(connection: &Connection) -> Result<Self, Error> {
+        let counters = Arc::new(Counters::default());
+        let session = Session::open(connection, &counters).await?;
+        Ok(Self {
             inner: Arc::new(Inner {
-                channel,
-                pending,
-                task: task.abort_handle(),
+                connection: connection.clone(),
+                session: Mutex::new(Arc::new(session)),
+                reopening: tokio::sync::Mutex::new(()),
+                counters,
             }),
         })
     }
@@ -159,6 +196,12 @@ impl RpcClient {
     /// does, and RabbitMQ's tutorial servers). Dropping the returned future gives up the
     /// call: its entry is removed, and a reply that comes later is counted in
     /// [`RpcClient::late_replies`].
+    ///
+    /// When the broker has closed the client's channel (a request to an exchange that does
+    /// not exist, say), the calls that were waiting on it failed with [`RpcError::Closed`];
+    /// this call opens a new channel and reply consumer first, as the
+    /// [`Publisher`](crate::Publisher) replaces its channels. If that fails (the connection
+    /// is closed for good), the call fails with [`RpcError::Closed`] and its cause.
     pub async fn call<'body>(
         &self,
         routing_key: &str,
@@ -171,7 +214,8 @@ impl RpcClient {
             mandatory,
             properties,
         } = options;
-        let pending = &self.inner.pending;
+        let session = self.usable_session().await?;
+        let pending = &session.pending;
         let (id, receiver) = pending.register()?;
         let _forget = Forget { pending, id };
         let properties = properties
@@ -182,7 +226,7 @@ impl RpcClient {
             ..Default::default()
         };
         let exchange_and_wait = async {
-            self.inner
+            session
                 .channel
                 .basic_publish(&exchange, routing_key, publish, body, properties)
                 .await
@@ -201,17 +245,52 @@ impl RpcClient {
     /// failed), and were dropped. Also counts replies with a correlation id this client
     /// never gave.
     pub fn late_replies(&self) -> u64 {
-        self.inner.pending.late_replies()
+        self.inner.counters.late_replies()
     }
 
     /// Calls waiting for their replies now.
     pub fn pending_calls(&self) -> usize {
-        self.inner.pending.len()
+        self.session().pending.len()
     }
 
-    /// The channel the client publishes requests and receives replies on.
-    pub fn channel(&self) -> &Channel {
-        &self.inner.channel
+    /// The channel the client publishes requests and receives replies on now (a later call
+    /// may replace it, if the broker closes it).
+    pub fn channel(&self) -> Channel {
+        self.session().channel.clone()
+    }
+
+    fn session(&self) -> Arc<Session> {
+        self.inner
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The session to call on: the current one, or a new one in its place if the current
+    /// one's channel has closed.
+    async fn usable_session(&self) -> Result<Arc<Session>, RpcError> {
+        let current = self.session();
+        if current.is_usable() {
+            return Ok(current);
+        }
+        let _reopening = self.inner.reopening.lock().await;
+        let current = self.session();
+        if current.is_usable() {
+            // Another call replaced it while this one waited.
+            return Ok(current);
+        }
+        let session = Session::open(&self.inner.connection, &self.inner.counters)
+            .await
+            .map_err(RpcError::Closed)?;
+        tracing::debug!(
+            closed = current.channel.id(),
+            channel = session.channel.id(),
+            "RPC client: its channel had closed; calling on a new one"
+        );
+        let session = Arc::new(session);
+        *self.inner.session.lock().unwrap_or_else(|e| e.into_inner()) = session.clone();
+        Ok(session)
     }
 }
 

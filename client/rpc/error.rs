@@ -55,10 +55,12 @@ pub enum RpcError {
     /// the broker closed, ...); it was not sent. `source()` says why.
     #[error("the request could not be published")]
     Publish(#[source] Error),
-    /// The client cannot make calls any more: its connection closed for good, or its channel
-    /// or reply consumer ended (and could not be restored by recovery). Make a new
-    /// [`RpcClient`](super::RpcClient). `source()` says why.
-    #[error("the RPC client is closed: its channel or reply consumer ended; make a new client")]
+    /// The client's channel or reply consumer ended while the call waited (the broker closed
+    /// the channel: a request to a missing exchange, say), or a new channel for the call
+    /// could not be opened (the connection is closed for good). After the first, the next
+    /// call opens a new channel by itself; after the second, no call can succeed.
+    /// `source()` says why.
+    #[error("the RPC client's channel or reply consumer ended")]
     Closed(#[source] Error),
 }
 

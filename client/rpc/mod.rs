@@ -26,9 +26,13 @@
 //! if it is idempotent), rather than running into its deadline. Recovery reopens the
 //! client's channel and restores its reply consumer under the same handles (it is part of
 //! the connection's recorded topology, like any consumer); calls made while the connection
-//! recovers wait for it within their deadlines and then go out on the new connection. If the
-//! reply consumer cannot be restored, or the connection closes for good, the client is
-//! closed: waiting and later calls fail with [`RpcError::Closed`].
+//! recovers wait for it within their deadlines and then go out on the new connection.
+//!
+//! If the client's channel closes for good (the broker closes it for a request to a missing
+//! exchange, or recovery cannot restore its reply consumer), the calls waiting on it fail
+//! with [`RpcError::Closed`], and the next call opens a new channel and reply consumer, as a
+//! [`Publisher`](crate::Publisher) replaces its channels. Once the connection is closed for
+//! good, calls fail with [`RpcError::Closed`] and the connection's reason.
 //!
 //! # The server
 //!

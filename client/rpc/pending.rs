@@ -30,22 +30,49 @@ struct Table {
     closed: Option<RpcError>,
 }
 
-/// The pending calls and the client's counters.
-pub(super) struct Pending {
-    table: Mutex<Table>,
+/// What a client counts across its channels: the correlation ids it gave, and the replies
+/// it dropped.
+#[derive(Debug)]
+pub(super) struct Counters {
     next_id: AtomicU64,
     late_replies: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            next_id: AtomicU64::new(1),
+            late_replies: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Counters {
+    /// Replies dropped because no call waited for them.
+    pub(super) fn late_replies(&self) -> u64 {
+        self.late_replies.load(Ordering::Relaxed)
+    }
+}
+
+/// The calls waiting on one channel of a client.
+pub(super) struct Pending {
+    table: Mutex<Table>,
+    counters: Arc<Counters>,
     connection: Arc<ConnectionShared>,
 }
 
 impl Pending {
-    pub(super) fn new(connection: Arc<ConnectionShared>) -> Self {
+    pub(super) fn new(connection: Arc<ConnectionShared>, counters: Arc<Counters>) -> Self {
         Self {
             table: Mutex::default(),
-            next_id: AtomicU64::new(1),
-            late_replies: AtomicU64::new(0),
+            counters,
             connection,
         }
+    }
+
+    /// Whether calls can still be made (the channel's reply consumer runs).
+    pub(super) fn is_open(&self) -> bool {
+        self.table().closed.is_none()
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -55,7 +82,7 @@ impl Pending {
     /// Registers a call: its correlation id and where its reply will come. Fails when the
     /// client is closed.
     pub(super) fn register(&self) -> Result<(u64, ReplyReceiver), RpcError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, receiver) = oneshot::channel();
         let mut table = self.table();
         if let Some(closed) = &table.closed {
@@ -89,7 +116,7 @@ impl Pending {
 
     /// Counts a reply that no call waits for (any more).
     pub(super) fn count_late(&self, correlation_id: Option<&str>) {
-        self.late_replies.fetch_add(1, Ordering::Relaxed);
+        self.counters.late_replies.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             correlation_id,
             "dropped an RPC reply no call waits for (it timed out or was dropped)"
@@ -154,10 +181,5 @@ impl Pending {
     /// Calls waiting for their replies.
     pub(super) fn len(&self) -> usize {
         self.table().waiters.len()
-    }
-
-    /// Replies dropped because no call waited for them.
-    pub(super) fn late_replies(&self) -> u64 {
-        self.late_replies.load(Ordering::Relaxed)
     }
 }
