@@ -46,6 +46,7 @@ use crate::config::{ConnectionOptions, Target};
 use crate::error::{Close, Error, Initiator, Result};
 use crate::frame::{self, FrameDecoder};
 use crate::protocol::{ChannelClose, ChannelOpen, ConnectionClose, Method, ReplyCode};
+use crate::shared::acks::Acknowledgement;
 use crate::shared::command::{ChannelKey, Command, OnReply, Publish, Rpc};
 use crate::shared::connection::{ConnectionEvent, ConnectionShared, ConnectionStatus, Tuning};
 use crate::shared::ledger::{ConfirmLedger, Confirmation, Unconfirmed};
@@ -653,11 +654,7 @@ impl Driver {
             Command::Rpc(rpc) => self.rpc(*rpc),
             Command::Send { channel, method } => self.send(channel, *method),
             Command::Publish(publish) => self.publish(publish),
-            Command::Acks { channel, batch } => {
-                for ack in batch.take() {
-                    self.send(channel, ack.into());
-                }
-            }
+            Command::Acks { channel, batch } => self.acknowledge(channel, batch.take()),
             Command::WaitForConfirms { channel, reply } => {
                 let Some(state) = self.channels.get_open(channel) else {
                     self.reject_for_gone_channel(channel, reply);
@@ -739,6 +736,34 @@ impl Driver {
 
     /// Sends an asynchronous method, or a synchronous one with `no_wait` set (whose success
     /// the driver records at once: no reply will come).
+    /// Writes a batch of the application's acknowledgements on `channel`, with the broker's
+    /// delivery tags; those of deliveries from before a recovery are not sent.
+    fn acknowledge(&mut self, channel: ChannelKey, acks: Vec<Acknowledgement>) {
+        let Some(state) = self.channels.get_open(channel) else {
+            return;
+        };
+        let counters = &self.shared.counters;
+        for ack in acks {
+            let Some(wire_tag) = state.wire_tag(ack.delivery_tag()) else {
+                warn!(
+                    channel = channel.id,
+                    delivery_tag = ack.delivery_tag(),
+                    "not sending an acknowledgement of a delivery from before the connection was recovered"
+                );
+                continue;
+            };
+            trace!(channel = channel.id, ?ack, "sending");
+            ack.encode_frame(self.writes.buffer(), channel.id, wire_tag);
+            counters.frames_sent.incr();
+            match ack {
+                Acknowledgement::Ack { .. } => counters.acked.incr(),
+                Acknowledgement::Nack { .. } | Acknowledgement::Reject { .. } => {
+                    counters.rejected.incr()
+                }
+            }
+        }
+    }
+
     fn send(&mut self, channel: ChannelKey, mut method: Method) {
         let Some(state) = self.channels.get_open(channel) else {
             return;

@@ -20,7 +20,11 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::BytesMut;
+
+use crate::frame::{FRAME_END, FRAME_METHOD};
 use crate::protocol::{BasicAck, BasicNack, BasicReject, Method};
+use crate::wire::AmqpMethod;
 
 /// One acknowledgement, as the application gave it (its delivery tag as the application saw it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +71,43 @@ impl From<Acknowledgement> for Method {
             }
             .into(),
         }
+    }
+}
+
+impl Acknowledgement {
+    /// The delivery tag it names.
+    pub(crate) fn delivery_tag(self) -> u64 {
+        match self {
+            Self::Ack { delivery_tag, .. }
+            | Self::Nack { delivery_tag, .. }
+            | Self::Reject { delivery_tag, .. } => delivery_tag,
+        }
+    }
+
+    /// Appends its method frame on `channel`, naming `delivery_tag` (the broker's tag for the
+    /// delivery), as [`encode_method_frame`](crate::frame::encode_method_frame) of its
+    /// [`Method`] would, in one write of 21 bytes: the general encoder, through the `Method`
+    /// enum and a write per field, took 190 instructions per acknowledgement.
+    pub(crate) fn encode_frame(self, out: &mut BytesMut, channel: u16, delivery_tag: u64) {
+        let (id, bits) = match self {
+            Self::Ack { multiple, .. } => (BasicAck::ID, u8::from(multiple)),
+            Self::Nack {
+                multiple, requeue, ..
+            } => (BasicNack::ID, u8::from(multiple) | u8::from(requeue) << 1),
+            Self::Reject { requeue, .. } => (BasicReject::ID, u8::from(requeue)),
+        };
+        // class, method, delivery tag, one octet of bits
+        const PAYLOAD: u32 = 2 + 2 + 8 + 1;
+        let mut frame = [0u8; 7 + PAYLOAD as usize + 1];
+        frame[0] = FRAME_METHOD;
+        frame[1..3].copy_from_slice(&channel.to_be_bytes());
+        frame[3..7].copy_from_slice(&PAYLOAD.to_be_bytes());
+        frame[7..9].copy_from_slice(&id.class.to_be_bytes());
+        frame[9..11].copy_from_slice(&id.method.to_be_bytes());
+        frame[11..19].copy_from_slice(&delivery_tag.to_be_bytes());
+        frame[19] = bits;
+        frame[20] = FRAME_END;
+        out.extend_from_slice(&frame);
     }
 }
 
@@ -175,6 +216,44 @@ mod tests {
         outbox.abandon(&batch);
         assert_eq!(batch.take(), []);
         assert!(outbox.push(ack(2)).is_some());
+    }
+
+    #[test]
+    fn an_acknowledgements_frame_is_what_the_general_encoder_writes() {
+        let mut all = Vec::new();
+        for flag in [false, true] {
+            for other in [false, true] {
+                all.push(Acknowledgement::Ack {
+                    delivery_tag: 0x0102_0304_0506_0708,
+                    multiple: flag,
+                });
+                all.push(Acknowledgement::Nack {
+                    delivery_tag: u64::MAX,
+                    multiple: flag,
+                    requeue: other,
+                });
+                all.push(Acknowledgement::Reject {
+                    delivery_tag: 1,
+                    requeue: flag,
+                });
+            }
+        }
+        for ack in all {
+            for channel in [1, 0x1234, u16::MAX] {
+                let mut general = BytesMut::new();
+                crate::frame::encode_method_frame(&mut general, channel, &ack.into(), 4096)
+                    .unwrap();
+                let mut direct = BytesMut::new();
+                ack.encode_frame(&mut direct, channel, ack.delivery_tag());
+                assert_eq!(direct, general, "{ack:?} on channel {channel}");
+            }
+        }
+        // The tag written is the one given (the broker's), not the application's.
+        let mut written = BytesMut::new();
+        ack(9).encode_frame(&mut written, 1, 4);
+        let mut expected = BytesMut::new();
+        crate::frame::encode_method_frame(&mut expected, 1, &ack(4).into(), 4096).unwrap();
+        assert_eq!(written, expected);
     }
 
     #[test]
