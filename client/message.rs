@@ -51,7 +51,7 @@ impl Delivery {
     }
 
     /// Starts the delivery's `process` span, as the application takes it from the stream of
-    /// a consumer of `queue`.
+    /// a consumer of `queue` (or gets it from `queue` with `basic.get`).
     pub(crate) fn start_processing(&mut self, queue: &str) {
         let channel = &self.channel;
         let span = crate::telemetry::process_span(
@@ -93,8 +93,8 @@ impl Delivery {
         self.span.is_some()
     }
 
-    /// The `process` span of a delivery taken from a [`Consumer`](crate::Consumer) stream
-    /// (disabled for `basic.get` messages, and when no `tracing` subscriber wants `debug`
+    /// The `process` span of a delivery taken from a [`Consumer`](crate::Consumer) stream or
+    /// got with [`Channel::basic_get`] (disabled when no `tracing` subscriber wants `debug`
     /// spans of `warren`): enter it, or `.instrument(delivery.span().clone())` the handling
     /// future, so that what the application logs says which message it is about. It ends when
     /// the delivery is dropped; [`Delivery::ack`], `nack` and `reject` make their `settle`
@@ -106,10 +106,10 @@ impl Delivery {
 
     /// The OpenTelemetry context of the delivery's `{queue} process` span (a child of the
     /// publisher's trace context carried in the headers), for deliveries taken from a
-    /// [`Consumer`](crate::Consumer) stream; `None` for `basic.get` messages. Attach it
-    /// (`.attach()`, or `FutureExt::with_context`) while handling the message so that the
-    /// spans the handling starts, and the messages it publishes, continue the trace. The span
-    /// ends when the delivery is dropped.
+    /// [`Consumer`](crate::Consumer) stream and messages got with [`Channel::basic_get`].
+    /// Attach it (`.attach()`, or `FutureExt::with_context`) while handling the message so
+    /// that the spans the handling starts, and the messages it publishes, continue the trace.
+    /// The span ends when the delivery is dropped.
     #[cfg(feature = "opentelemetry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
     pub fn otel_context(&self) -> Option<&opentelemetry::Context> {

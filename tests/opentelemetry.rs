@@ -194,6 +194,53 @@ async fn the_consumer_continues_the_publishers_trace() {
 }
 
 #[tokio::test]
+async fn a_message_got_continues_the_publishers_trace() {
+    telemetry();
+    run(async {
+        let connection = connect().await;
+        let channel = confirm_channel(&connection).await;
+        let queue = exclusive_queue(&channel).await;
+        let tracer = global::tracer("the-application");
+        let parent_cx = Context::current_with_span(tracer.start("send-invoice"));
+        let trace_id = parent_cx.span().span_context().trace_id();
+        publish_with(&channel, "", &queue, b"got", BasicProperties::default())
+            .with_context(parent_cx.clone())
+            .await;
+        parent_cx.span().end();
+
+        // Got outside any context: the trace comes from the headers only.
+        let got = within(
+            "basic.get",
+            channel.basic_get(&queue, warren::BasicGetOptions::default()),
+        )
+        .await
+        .expect("basic.get")
+        .expect("a message");
+        let cx = got.otel_context().expect("a process context").clone();
+        assert_eq!(cx.span().span_context().trace_id(), trace_id);
+        got.ack(BasicAckOptions::default()).await.expect("ack");
+        drop(got);
+        connection.close().await.expect("close");
+
+        let spans: Vec<SpanData> = finished_spans()
+            .into_iter()
+            .filter(|span| span.span_context.trace_id() == trace_id)
+            .collect();
+        let publish = span_named(&spans, "amq.default publish");
+        let process = span_named(&spans, &format!("{queue} process"));
+        assert_eq!(process.span_kind, SpanKind::Consumer);
+        assert_eq!(process.parent_span_id, publish.span_context.span_id());
+        assert_eq!(
+            attribute(&process, "messaging.destination.name"),
+            Value::from(queue.clone())
+        );
+        let ack = span_named(&spans, "ack");
+        assert_eq!(ack.parent_span_id, process.span_context.span_id());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_synchronous_method_has_a_client_span_and_failures_an_error_type() {
     telemetry();
     run(async {

@@ -514,7 +514,12 @@ impl Channel {
                     exchange: ok.exchange,
                     routing_key: ok.routing_key,
                 };
-                let delivery = decode_delivery(envelope, header, body, self)?;
+                let mut delivery = decode_delivery(envelope, header, body, self)?;
+                // A message got is processed as a delivery taken from a consumer is: its
+                // `process` span continues the publisher's trace.
+                if telemetry::tracing_operations() {
+                    delivery.start_processing(queue);
+                }
                 Ok(Some(GetMessage {
                     delivery,
                     message_count: ok.message_count,
