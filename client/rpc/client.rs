@@ -214,18 +214,19 @@ impl RpcClient {
             mandatory,
             properties,
         } = options;
-        let session = self.usable_session().await?;
-        let pending = &session.pending;
-        let (id, receiver) = pending.register()?;
-        let _forget = Forget { pending, id };
-        let properties = properties
-            .with_reply_to(ShortString::from_static(DIRECT_REPLY_TO))
-            .with_correlation_id(id.to_string());
         let publish = BasicPublishOptions {
             mandatory,
             ..Default::default()
         };
+        // The deadline covers opening a new channel too, when the call needs one.
         let exchange_and_wait = async {
+            let session = self.usable_session().await?;
+            let pending = &session.pending;
+            let (id, receiver) = pending.register()?;
+            let _forget = Forget { pending, id };
+            let properties = properties
+                .with_reply_to(ShortString::from_static(DIRECT_REPLY_TO))
+                .with_correlation_id(id.to_string());
             session
                 .channel
                 .basic_publish(&exchange, routing_key, publish, body, properties)
