@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use common::*;
 use futures_util::StreamExt;
 use opentelemetry::context::FutureExt;
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanKind, TraceContextExt, TraceId, Tracer};
 use opentelemetry::{Context, KeyValue, Value, global};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
@@ -58,6 +58,33 @@ fn finished_spans() -> Vec<SpanData> {
         .expect("finished spans")
 }
 
+/// The finished spans of trace `trace_id`.
+fn spans_of(trace_id: TraceId) -> Vec<SpanData> {
+    finished_spans()
+        .into_iter()
+        .filter(|span| span.span_context.trace_id() == trace_id)
+        .collect()
+}
+
+/// Publishes `body` to `queue` within a new span `span` of the application's (ended after
+/// the publish), and returns its trace id.
+async fn publish_in_a_trace(
+    channel: &Channel,
+    queue: &str,
+    span: &'static str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> TraceId {
+    let tracer = global::tracer("the-application");
+    let parent_cx = Context::current_with_span(tracer.start(span));
+    let trace_id = parent_cx.span().span_context().trace_id();
+    publish_with(channel, "", queue, body, properties)
+        .with_context(parent_cx.clone())
+        .await;
+    parent_cx.span().end();
+    trace_id
+}
+
 fn span_named(spans: &[SpanData], name: &str) -> SpanData {
     spans
         .iter()
@@ -86,17 +113,11 @@ async fn the_consumer_continues_the_publishers_trace() {
         let queue = exclusive_queue(&channel).await;
 
         // The application's own span, current while it publishes.
-        let tracer = global::tracer("the-application");
-        let parent = tracer.start("handle-order");
-        let parent_cx = Context::current_with_span(parent);
-        let trace_id = parent_cx.span().span_context().trace_id();
         let properties = BasicProperties::default()
             .with_message_id("order-17")
             .with_correlation_id("conversation-3");
-        publish_with(&channel, "", &queue, b"payload", properties)
-            .with_context(parent_cx.clone())
-            .await;
-        parent_cx.span().end();
+        let trace_id =
+            publish_in_a_trace(&channel, &queue, "handle-order", b"payload", properties).await;
 
         // Consumed outside any context: the trace comes from the headers only.
         let mut consumer = within(
@@ -123,10 +144,7 @@ async fn the_consumer_continues_the_publishers_trace() {
         drop(delivery);
         connection.close().await.expect("close");
 
-        let spans: Vec<SpanData> = finished_spans()
-            .into_iter()
-            .filter(|span| span.span_context.trace_id() == trace_id)
-            .collect();
+        let spans = spans_of(trace_id);
         let application = span_named(&spans, "handle-order");
         let publish = span_named(&spans, "amq.default publish");
         assert_eq!(publish.span_kind, SpanKind::Producer);
@@ -200,13 +218,9 @@ async fn a_message_got_continues_the_publishers_trace() {
         let connection = connect().await;
         let channel = confirm_channel(&connection).await;
         let queue = exclusive_queue(&channel).await;
-        let tracer = global::tracer("the-application");
-        let parent_cx = Context::current_with_span(tracer.start("send-invoice"));
-        let trace_id = parent_cx.span().span_context().trace_id();
-        publish_with(&channel, "", &queue, b"got", BasicProperties::default())
-            .with_context(parent_cx.clone())
-            .await;
-        parent_cx.span().end();
+        let properties = BasicProperties::default();
+        let trace_id =
+            publish_in_a_trace(&channel, &queue, "send-invoice", b"got", properties).await;
 
         // Got outside any context: the trace comes from the headers only.
         let got = within(
@@ -222,10 +236,7 @@ async fn a_message_got_continues_the_publishers_trace() {
         drop(got);
         connection.close().await.expect("close");
 
-        let spans: Vec<SpanData> = finished_spans()
-            .into_iter()
-            .filter(|span| span.span_context.trace_id() == trace_id)
-            .collect();
+        let spans = spans_of(trace_id);
         let publish = span_named(&spans, "amq.default publish");
         let process = span_named(&spans, &format!("{queue} process"));
         assert_eq!(process.span_kind, SpanKind::Consumer);
@@ -264,10 +275,7 @@ async fn a_synchronous_method_has_a_client_span_and_failures_an_error_type() {
         parent_cx.span().end();
         connection.close().await.expect("close");
 
-        let spans: Vec<SpanData> = finished_spans()
-            .into_iter()
-            .filter(|span| span.span_context.trace_id() == trace_id)
-            .collect();
+        let spans = spans_of(trace_id);
         let declares: Vec<&SpanData> = spans
             .iter()
             .filter(|span| span.name == "queue.declare")
