@@ -734,11 +734,14 @@ impl Driver {
             .push_back(PendingRpc::caller(method, replies, on_reply, reply));
     }
 
-    /// Sends an asynchronous method, or a synchronous one with `no_wait` set (whose success
-    /// the driver records at once: no reply will come).
-    /// Writes a batch of the application's acknowledgements on `channel`, with the broker's
-    /// delivery tags; those of deliveries from before a recovery are not sent.
-    fn acknowledge(&mut self, channel: ChannelKey, acks: Vec<Acknowledgement>) {
+    /// Writes acknowledgements of `channel`'s deliveries, with the broker's delivery tags:
+    /// those the application saw may differ after a recovery, and acknowledgements of
+    /// deliveries from before it are not sent at all.
+    fn acknowledge(
+        &mut self,
+        channel: ChannelKey,
+        acks: impl IntoIterator<Item = Acknowledgement>,
+    ) {
         let Some(state) = self.channels.get_open(channel) else {
             return;
         };
@@ -764,40 +767,20 @@ impl Driver {
         }
     }
 
-    fn send(&mut self, channel: ChannelKey, mut method: Method) {
-        let Some(state) = self.channels.get_open(channel) else {
+    /// Sends an asynchronous method, or a synchronous one with `no_wait` set (whose success
+    /// the driver records at once: no reply will come). Acknowledgements go the way of
+    /// [`Driver::acknowledge`].
+    fn send(&mut self, channel: ChannelKey, method: Method) {
+        if let Some(ack) = Acknowledgement::of(&method) {
+            return self.acknowledge(channel, [ack]);
+        }
+        if self.channels.get_open(channel).is_none() {
             return;
-        };
-        // Acknowledgements carry the tags the application saw; the broker's may differ after
-        // a recovery, and those from before it are not sent at all.
-        let tag = match &mut method {
-            Method::BasicAck(m) => Some(&mut m.delivery_tag),
-            Method::BasicNack(m) => Some(&mut m.delivery_tag),
-            Method::BasicReject(m) => Some(&mut m.delivery_tag),
-            _ => None,
-        };
-        if let Some(tag) = tag {
-            match state.wire_tag(*tag) {
-                Some(wire) => *tag = wire,
-                None => {
-                    warn!(
-                        channel = channel.id,
-                        delivery_tag = *tag,
-                        "not sending an acknowledgement of a delivery from before the connection was recovered"
-                    );
-                    return;
-                }
-            }
         }
         let channel = channel.id;
         if let Err(e) = self.write_method(channel, &method) {
             warn!(%e, method = method.name(), "dropping a method that does not fit in a frame");
             return;
-        }
-        match method {
-            Method::BasicAck(_) => self.shared.counters.acked.incr(),
-            Method::BasicNack(_) | Method::BasicReject(_) => self.shared.counters.rejected.incr(),
-            _ => {}
         }
         if method.no_wait() {
             if let Some(state) = self.channels.get_mut(channel) {

@@ -75,6 +75,36 @@ impl From<Acknowledgement> for Method {
 }
 
 impl Acknowledgement {
+    /// The acknowledgement `method` is, if it is `basic.ack`, `basic.nack` or `basic.reject`.
+    pub(crate) fn of(method: &Method) -> Option<Self> {
+        Some(match *method {
+            Method::BasicAck(BasicAck {
+                delivery_tag,
+                multiple,
+            }) => Self::Ack {
+                delivery_tag,
+                multiple,
+            },
+            Method::BasicNack(BasicNack {
+                delivery_tag,
+                multiple,
+                requeue,
+            }) => Self::Nack {
+                delivery_tag,
+                multiple,
+                requeue,
+            },
+            Method::BasicReject(BasicReject {
+                delivery_tag,
+                requeue,
+            }) => Self::Reject {
+                delivery_tag,
+                requeue,
+            },
+            _ => return None,
+        })
+    }
+
     /// The delivery tag it names.
     pub(crate) fn delivery_tag(self) -> u64 {
         match self {
@@ -239,6 +269,7 @@ mod tests {
             }
         }
         for ack in all {
+            assert_eq!(Acknowledgement::of(&ack.into()), Some(ack));
             for channel in [1, 0x1234, u16::MAX] {
                 let mut general = BytesMut::new();
                 crate::frame::encode_method_frame(&mut general, channel, &ack.into(), 4096)
@@ -271,6 +302,18 @@ mod tests {
                 multiple: true,
                 requeue: false
             })
+        );
+        assert_eq!(
+            Acknowledgement::of(&nack),
+            Some(Acknowledgement::Nack {
+                delivery_tag: 7,
+                multiple: true,
+                requeue: false
+            })
+        );
+        assert_eq!(
+            Acknowledgement::of(&crate::protocol::BasicQos::default().into()),
+            None
         );
     }
 }
