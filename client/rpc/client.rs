@@ -100,7 +100,6 @@ pub struct RpcClient {
 }
 
 struct Inner {
-    connection: Connection,
     /// The channel and reply consumer calls go through now; replaced when its channel has
     /// closed (see [`RpcClient::call`]).
     session: Mutex<Arc<Session>>,
@@ -180,7 +179,6 @@ impl RpcClient {
         let session = Session::open(connection, &counters).await?;
         Ok(Self {
             inner: Arc::new(Inner {
-                connection: connection.clone(),
                 session: Mutex::new(Arc::new(session)),
                 reopening: tokio::sync::Mutex::new(()),
                 counters,
@@ -281,7 +279,8 @@ impl RpcClient {
             // Another call replaced it while this one waited.
             return Ok(current);
         }
-        let session = Session::open(&self.inner.connection, &self.inner.counters)
+        // Every session's channel is on the connection the client was made with.
+        let session = Session::open(current.channel.connection(), &self.inner.counters)
             .await
             .map_err(RpcError::Closed)?;
         tracing::debug!(
