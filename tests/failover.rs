@@ -138,9 +138,11 @@ async fn a_rolling_restart_of_every_node_loses_nothing() {
                     // queue is back online, or the queue would lose its majority.
                     wait_for_all_replicas(cluster, &queue).await;
                     let at = Instant::now();
+                    let consumed = progress.consumed();
                     cluster.restart(node).await;
                     eprintln!("restarted {node} in {:?}", at.elapsed());
                     progress.wait_confirmed(progress.confirmed() + 500).await;
+                    progress.wait_consumed(consumed + 500).await;
                 }
             })
             .await;

@@ -57,6 +57,24 @@ impl Progress {
         })
         .await;
     }
+
+    /// Deliveries acknowledged so far (an acknowledgement the broker could not take, made on
+    /// a connection that was lost since, is not counted).
+    pub fn consumed(&self) -> usize {
+        lock(&self.consumes).len()
+    }
+
+    /// Waits until at least `count` deliveries are acknowledged, or every publish has its
+    /// outcome (within a minute). After a fault, waiting for both this and
+    /// [`Progress::wait_confirmed`] means both connections work again, so that the next fault
+    /// is a recovery of its own rather than one merged into the last.
+    pub async fn wait_consumed(&self, count: usize) {
+        crate::common::eventually_within(Duration::from_secs(60), "consuming progress", || {
+            let reached = self.consumed() >= count || self.published_all.load(Ordering::Acquire);
+            async move { reached }
+        })
+        .await;
+    }
 }
 
 /// What a workload found.
