@@ -14,14 +14,15 @@ use proptest::prelude::*;
 use support::{STEP, Tune, connect, frames, within};
 use warren::frame::{FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Frame};
 use warren::protocol::{
-    BasicAck, BasicConsume, BasicConsumeOk, BasicDeliver, BasicProperties, BasicReject,
-    ChannelCloseOk, ConnectionClose, ConnectionCloseOk, ConnectionStartOk, QueueDeclare,
-    QueueDeclareOk,
+    BasicAck, BasicConsume, BasicConsumeOk, BasicDeliver, BasicProperties, BasicPublish,
+    BasicReject, ChannelCloseOk, ConfirmSelect, ConfirmSelectOk, ConnectionClose,
+    ConnectionCloseOk, ConnectionStartOk, QueueDeclare, QueueDeclareOk,
 };
 use warren::wire::{DecodeError, MAX_NESTING, ShortString};
 use warren::{
-    BasicAckOptions, BasicConsumeOptions, BasicRejectOptions, Connection, ConnectionOptions, Error,
-    Initiator, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicRejectOptions, Connection,
+    ConnectionOptions, Error, Initiator, PublishError, Publisher, PublisherOptions,
+    QueueDeclareOptions,
 };
 
 fn declare_ok(queue: &str, message_count: u32) -> QueueDeclareOk {
@@ -194,6 +195,77 @@ async fn an_unanswered_call_times_out_and_the_late_reply_is_discarded() {
     assert_eq!(fourth.queue, "fourth");
     assert_eq!(result.unwrap().message_count, 4);
     assert!(connection.is_open());
+}
+
+/// A `Publisher::publish` has one deadline for all its waits: a place in the window, then the
+/// confirmation. The peer confirms nothing, which a broker cannot be made to do.
+#[tokio::test]
+async fn a_publisher_publish_has_one_deadline_for_the_window_and_the_confirmation() {
+    let (connection, mut peer) = connect(|o| o, Tune::default()).await;
+    let deadline = Duration::from_millis(400);
+    let options = PublisherOptions::default()
+        .channels(1)
+        .max_in_flight(1)
+        .timeout(deadline);
+    let (publisher, channel) = tokio::join!(Publisher::new(&connection, options), async {
+        let channel = peer.accept_channel().await;
+        let _: ConfirmSelect = peer.expect_method(channel).await;
+        peer.send_method(channel, &ConfirmSelectOk).await;
+        channel
+    });
+    let publisher = publisher.unwrap();
+    let publish = |publisher: Publisher| async move {
+        let started = Instant::now();
+        let result = publisher
+            .publish(
+                "",
+                "q",
+                BasicPublishOptions::default(),
+                "m",
+                Default::default(),
+            )
+            .await;
+        (result, started.elapsed())
+    };
+
+    // The first publish is sent and never confirmed; the second, started while the first
+    // holds the only place in the window, waits for the place, is sent when the first gives
+    // up, and then waits for its confirmation only until its own deadline (a deadline per
+    // wait would give up after twice as long).
+    let sent = async |peer: &mut support::Peer| {
+        let _: BasicPublish = peer.expect_method(channel).await;
+        let header = peer.next_frame().await;
+        assert!(matches!(header, Some(Frame::Header { .. })), "{header:?}");
+        let body = peer.next_frame().await;
+        assert!(matches!(body, Some(Frame::Body { .. })), "{body:?}");
+    };
+    let first = tokio::spawn(publish(publisher.clone()));
+    sent(&mut peer).await;
+    // Apart by more than the timer's 1 ms grain, so the first gives up first.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn(publish(publisher.clone()));
+    let (first, took_first) = within(STEP, "the first publish", first).await.unwrap();
+    sent(&mut peer).await;
+    let (second, took_second) = within(STEP, "the second publish", second).await.unwrap();
+    for (result, took) in [(first, took_first), (second, took_second)] {
+        assert!(
+            matches!(
+                &result,
+                Err(PublishError::OutcomeUnknown(Error::Timeout {
+                    operation: "publish confirmation",
+                    after,
+                })) if *after == deadline
+            ),
+            "got {result:?}"
+        );
+        assert!(
+            took >= deadline - Duration::from_millis(20)
+                && took < deadline + Duration::from_millis(300),
+            "gave up after {took:?}, the deadline is {deadline:?}"
+        );
+    }
+    assert_eq!(publisher.in_flight(), 0, "both gave their place back");
+    assert!(connection.is_open(), "a deadline closes nothing");
 }
 
 // ===== 3. heartbeats sent =====

@@ -19,12 +19,15 @@ pub use error::PublishError;
 pub use options::{DEFAULT_PUBLISHER_CHANNELS, DEFAULT_PUBLISHER_MAX_IN_FLIGHT, PublisherOptions};
 
 use std::fmt;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::channel::{BasicPublishOptions, Body};
 use crate::confirms::Confirmation;
@@ -142,89 +145,100 @@ impl Publisher {
     /// Returns `Ok(())` when the broker acked the message; the [`Publisher`] documentation
     /// lists the errors. Dropping the future before it completes gives up waiting; a message
     /// already sent stays sent.
-    pub async fn publish<'body>(
+    pub fn publish<'body>(
         &self,
         exchange: &str,
         routing_key: &str,
         options: BasicPublishOptions,
         body: impl Into<Body<'body>>,
         properties: BasicProperties,
-    ) -> std::result::Result<(), PublishError> {
-        // One flat state machine, each wait bounded by the same deadline: nested futures
-        // taking the message by value would hold it twice, and a publish's future is moved
-        // into whatever runs it concurrently with others.
-        let inner = &*self.inner;
-        let deadline = Instant::now() + inner.timeout;
+    ) -> impl Future<Output = std::result::Result<(), PublishError>> + Send {
+        // One flat state machine, each wait bounded by the same deadline (one timer, not one
+        // per wait): nested futures taking the message by value would hold it twice, and a
+        // publish's future is moved into whatever runs it concurrently with others. Not an
+        // `async fn`: its arguments would be kept twice in its future (once as received, once
+        // as locals), the 424-byte properties among them.
         let body = body.into();
-        let _permit = match timeout_at(deadline, inner.window.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(PublishError::Failed(closed())),
-            Err(_) => return Err(PublishError::Failed(self.timed_out("basic.publish"))),
-        };
-        let mut republished = 0;
-        // A channel found closed sends nothing; each slot may be replaced once before giving up.
-        let mut unsent = 0;
-        loop {
-            if inner.closed.load(Ordering::Acquire) {
-                return Err(PublishError::Failed(closed()));
-            }
-            let channel = match inner.pool.next() {
-                (_, Some(channel)) => channel,
-                // Rare: boxed, so that its future does not make every publish's larger.
-                (slot, None) => {
-                    match timeout_at(deadline, Box::pin(inner.pool.replace(slot))).await {
-                        Ok(Ok(channel)) => channel,
-                        Ok(Err(error)) => return Err(PublishError::Failed(error)),
-                        Err(_) => return Err(PublishError::Failed(self.timed_out("channel.open"))),
+        async move {
+            let inner = &*self.inner;
+            let mut deadline = pin!(sleep_until(Instant::now() + inner.timeout));
+            let _permit = match before(deadline.as_mut(), pin!(inner.window.acquire())).await {
+                Some(Ok(permit)) => permit,
+                Some(Err(_)) => return Err(PublishError::Failed(closed())),
+                None => return Err(PublishError::Failed(self.timed_out("basic.publish"))),
+            };
+            let mut republished = 0;
+            // A channel found closed sends nothing; each slot may be replaced once before giving up.
+            let mut unsent = 0;
+            loop {
+                if inner.closed.load(Ordering::Acquire) {
+                    return Err(PublishError::Failed(closed()));
+                }
+                let channel = match inner.pool.next() {
+                    (_, Some(channel)) => channel,
+                    // Rare: boxed, so that its future does not make every publish's larger.
+                    (slot, None) => {
+                        match before(
+                            deadline.as_mut(),
+                            Box::pin(inner.pool.replace(slot)).as_mut(),
+                        )
+                        .await
+                        {
+                            Some(Ok(channel)) => channel,
+                            Some(Err(error)) => return Err(PublishError::Failed(error)),
+                            None => {
+                                return Err(PublishError::Failed(self.timed_out("channel.open")));
+                            }
+                        }
                     }
-                }
-            };
-            let publish = channel.basic_publish_ref(
-                exchange,
-                routing_key,
-                options,
-                body.clone(),
-                &properties,
-            );
-            let confirm = match timeout_at(deadline, publish).await {
-                Ok(Ok(confirm)) => confirm,
-                // Closed before the message was handed over: nothing was sent, try another.
-                Ok(Err(error @ Error::ChannelClosed { .. })) => {
-                    unsent += 1;
-                    if unsent > inner.pool.len() {
-                        return Err(PublishError::Failed(error));
+                };
+                let publish = channel.basic_publish_ref(
+                    exchange,
+                    routing_key,
+                    options,
+                    body.clone(),
+                    &properties,
+                );
+                let confirm = match before(deadline.as_mut(), pin!(publish)).await {
+                    Some(Ok(confirm)) => confirm,
+                    // Closed before the message was handed over: nothing was sent, try another.
+                    Some(Err(error @ Error::ChannelClosed { .. })) => {
+                        unsent += 1;
+                        if unsent > inner.pool.len() {
+                            return Err(PublishError::Failed(error));
+                        }
+                        continue;
                     }
-                    continue;
+                    Some(Err(error)) => return Err(PublishError::Failed(error)),
+                    None => return Err(PublishError::Failed(self.timed_out("basic.publish"))),
+                };
+                let unknown = match before(deadline.as_mut(), pin!(confirm)).await {
+                    Some(Ok(Confirmation::Ack)) => return Ok(()),
+                    Some(Ok(Confirmation::Nack)) => return Err(PublishError::Nacked),
+                    Some(Ok(Confirmation::Returned(message))) => {
+                        return Err(PublishError::Returned(message));
+                    }
+                    Some(Ok(_)) => {
+                        return Err(PublishError::Failed(Error::InvalidState(
+                            "a publisher channel was not in confirm mode",
+                        )));
+                    }
+                    Some(Err(error @ Error::PublishOutcomeUnknown { .. })) => error,
+                    Some(Err(error)) => return Err(PublishError::Failed(error)),
+                    None => {
+                        let error = self.timed_out("publish confirmation");
+                        return Err(PublishError::OutcomeUnknown(error));
+                    }
+                };
+                if republished >= inner.republish_attempts {
+                    return Err(PublishError::OutcomeUnknown(unknown));
                 }
-                Ok(Err(error)) => return Err(PublishError::Failed(error)),
-                Err(_) => return Err(PublishError::Failed(self.timed_out("basic.publish"))),
-            };
-            let unknown = match timeout_at(deadline, confirm).await {
-                Ok(Ok(Confirmation::Ack)) => return Ok(()),
-                Ok(Ok(Confirmation::Nack)) => return Err(PublishError::Nacked),
-                Ok(Ok(Confirmation::Returned(message))) => {
-                    return Err(PublishError::Returned(message));
-                }
-                Ok(Ok(_)) => {
-                    return Err(PublishError::Failed(Error::InvalidState(
-                        "a publisher channel was not in confirm mode",
-                    )));
-                }
-                Ok(Err(error @ Error::PublishOutcomeUnknown { .. })) => error,
-                Ok(Err(error)) => return Err(PublishError::Failed(error)),
-                Err(_) => {
-                    let error = self.timed_out("publish confirmation");
-                    return Err(PublishError::OutcomeUnknown(error));
-                }
-            };
-            if republished >= inner.republish_attempts {
-                return Err(PublishError::OutcomeUnknown(unknown));
+                republished += 1;
+                tracing::debug!(
+                    attempt = republished,
+                    "republishing a message whose outcome was lost with the connection"
+                );
             }
-            republished += 1;
-            tracing::debug!(
-                attempt = republished,
-                "republishing a message whose outcome was lost with the connection"
-            );
         }
     }
 
@@ -253,6 +267,20 @@ impl Publisher {
             after: self.inner.timeout,
         }
     }
+}
+
+/// Runs `step` until it completes (`Some` of its output) or `deadline` passes (`None`),
+/// whichever comes first; the deadline is looked at only while the step waits. All the waits
+/// of one publish share its one timer this way, where a `timeout_at` each would make a timer
+/// entry for every wait and make the publish's future larger by each of them.
+fn before<'a, F: Future>(
+    mut deadline: Pin<&'a mut Sleep>,
+    mut step: Pin<&'a mut F>,
+) -> impl Future<Output = Option<F::Output>> + 'a {
+    std::future::poll_fn(move |cx| match step.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
+    })
 }
 
 fn closed() -> Error {
