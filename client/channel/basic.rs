@@ -348,45 +348,52 @@ impl Channel {
     /// Hands a prepared publish to the driver, waiting while the channel is paused, the
     /// in-flight limit is reached or the driver's queue is full, within the deadline.
     async fn enqueue_publish(&self, prepared: Result<PreparedPublish>) -> Result<PublishConfirm> {
-        let PreparedPublish {
-            mut publish,
-            confirm,
-        } = prepared?;
-        let shared = self.shared();
-        // Honour connection.blocked by the connection's policy: wait, or fail at once.
-        let connection = &self.connection_inner().state;
-        let blocked = connection.is_blocked();
-        if blocked && connection.blocked_policy == BlockedPolicy::FailFast {
-            return Err(Error::Blocked {
-                reason: connection.blocked_reason().unwrap_or_default(),
-            });
-        }
-        // Honour channel.flow: publishes wait while the broker has paused the channel.
-        let paused = !*shared.flow.borrow();
-        let limit = shared.in_flight.get();
-        // The common case waits for nothing, so it needs no timer.
-        let fast = match (paused || blocked, limit) {
-            (true, _) => false,
-            (false, None) => true,
-            (false, Some(limit)) => match limit.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    publish.permit = Some(permit);
-                    true
-                }
-                Err(_) => false,
-            },
-        };
-        let mut command = Command::Publish(publish);
-        if fast {
-            match self.try_command(command)? {
-                None => return Ok(confirm),
-                // The driver's queue is full: wait for room below, within the deadline.
-                Some(back) => command = back,
+        // In a block of its own, so that only the confirmation and the boxed slow path are
+        // kept across the await below: the publish's locals would otherwise stay in the
+        // future (120 bytes more, moved with it by every caller).
+        let (slowly, confirm) = {
+            let PreparedPublish {
+                mut publish,
+                confirm,
+            } = prepared?;
+            let shared = self.shared();
+            // Honour connection.blocked by the connection's policy: wait, or fail at once.
+            let connection = &self.connection_inner().state;
+            let blocked = connection.is_blocked();
+            if blocked && connection.blocked_policy == BlockedPolicy::FailFast {
+                return Err(Error::Blocked {
+                    reason: connection.blocked_reason().unwrap_or_default(),
+                });
             }
-        }
-        // Boxed: the waits and the timer would make every publish's future several times
-        // larger, and it is moved with the caller's future, fast path or not.
-        Box::pin(self.enqueue_publish_slowly(command, paused, blocked, limit)).await?;
+            // Honour channel.flow: publishes wait while the broker has paused the channel.
+            let paused = !*shared.flow.borrow();
+            let limit = shared.in_flight.get();
+            // The common case waits for nothing, so it needs no timer.
+            let fast = match (paused || blocked, limit) {
+                (true, _) => false,
+                (false, None) => true,
+                (false, Some(limit)) => match limit.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        publish.permit = Some(permit);
+                        true
+                    }
+                    Err(_) => false,
+                },
+            };
+            let mut command = Command::Publish(publish);
+            if fast {
+                match self.try_command(command)? {
+                    None => return Ok(confirm),
+                    // The driver's queue is full: wait for room below, within the deadline.
+                    Some(back) => command = back,
+                }
+            }
+            // Boxed: the waits and the timer would make every publish's future several times
+            // larger, and it is moved with the caller's future, fast path or not.
+            let slowly = Box::pin(self.enqueue_publish_slowly(command, paused, blocked, limit));
+            (slowly, confirm)
+        };
+        slowly.await?;
         Ok(confirm)
     }
 
