@@ -1,7 +1,7 @@
 //! The driver's per-channel protocol state, and the table that numbers channels.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -15,51 +15,15 @@ use crate::shared::command::{ChannelKey, OnReply, RpcReply};
 use crate::shared::consumer::{ConsumerEvent, ConsumerShared};
 use crate::shared::delivery_queue;
 use crate::shared::ledger::ConfirmLedger;
+use crate::shared::word_hash::WordHasher;
 use crate::wire::{MethodId, ShortString};
 
-/// Hashes consumer tags for the per-delivery lookup a word at a time (multiply and rotate, as
-/// rustc's FxHash does): tags are short and come from the broker or the application, never
-/// from an attacker who could choose collisions, so the default SipHash's protection is not
-/// worth its cost on every delivery, and a broker tag (`amq.ctag-` and 22 more bytes) is four
-/// words, where a byte-at-a-time hash took 31 steps (callgrind: 143 instructions per delivery).
+/// Hashes consumer tags for the per-delivery lookup a word at a time: tags are short and come
+/// from the broker or the application, never from an attacker who could choose collisions, so
+/// the default SipHash's protection is not worth its cost on every delivery, and a broker tag
+/// (`amq.ctag-` and 22 more bytes) is four words, where a byte-at-a-time hash took 31 steps
+/// (callgrind: 143 instructions per delivery).
 pub(super) type TagHasher = BuildHasherDefault<WordHasher>;
-
-/// A multiply-rotate hash that takes its input eight bytes at a time.
-#[derive(Default)]
-pub(super) struct WordHasher(u64);
-
-impl WordHasher {
-    const MULTIPLIER: u64 = 0x517c_c1b7_2722_0a95;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::MULTIPLIER);
-    }
-}
-
-impl Hasher for WordHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for chunk in &mut words {
-            let mut word = [0; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut word = [0; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 /// A content-carrying method waiting for its header and body.
 #[derive(Debug)]

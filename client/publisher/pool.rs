@@ -1,12 +1,14 @@
 //! The confirm-mode channels of a [`Publisher`](super::Publisher): a fixed number of slots,
 //! each holding an open channel, or getting a new one when the broker closed the last.
 
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::channel::{Channel, ConfirmSelectOptions};
 use crate::connection::Connection;
 use crate::error::Result;
+use crate::shared::word_hash::WordHasher;
 
 /// The channels publishes take turns on.
 #[derive(Debug)]
@@ -47,15 +49,10 @@ impl ChannelPool {
     /// messages keep their order and a confirmation wakes only the few tasks of its channel,
     /// not every publishing task; outside a task, slots take turns.
     pub(super) fn next(&self) -> (usize, Option<Channel>) {
-        let turn = match tokio::task::try_id() {
-            Some(id) => {
-                let mut hasher = std::hash::DefaultHasher::new();
-                std::hash::Hash::hash(&id, &mut hasher);
-                std::hash::Hasher::finish(&hasher) as usize
-            }
-            None => self.next.fetch_add(1, Ordering::Relaxed),
+        let index = match tokio::task::try_id() {
+            Some(id) => slot_of(id, self.slots.len()),
+            None => self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len(),
         };
-        let index = turn % self.slots.len();
         (index, self.slots[index].open_channel())
     }
 
@@ -108,6 +105,14 @@ impl Slot {
     }
 }
 
+/// The slot of the task (or other key) `key`, of `slots`. Task ids are numbered in turn: their
+/// hashes (a multiple of the number) step evenly around the 64-bit range, and scaling the hash
+/// onto the slots (its high bits, not a remainder) keeps that evenness.
+fn slot_of(key: impl Hash, slots: usize) -> usize {
+    let hash = BuildHasherDefault::<WordHasher>::default().hash_one(key);
+    ((u128::from(hash) * slots as u128) >> 64) as usize
+}
+
 async fn open_confirm_channel(connection: &Connection) -> Result<Channel> {
     let channel = connection.open_channel().await?;
     channel
@@ -118,4 +123,29 @@ async fn open_confirm_channel(connection: &Connection) -> Result<Channel> {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_of;
+
+    #[test]
+    fn tasks_numbered_in_turn_spread_evenly_over_the_slots() {
+        for slots in 1..=8 {
+            let mut tasks = vec![0; slots];
+            // As tokio numbers its tasks (a `task::Id` hashes as its number).
+            for id in 1..=(100 * slots as u64) {
+                tasks[slot_of(id, slots)] += 1;
+            }
+            assert!(
+                tasks.iter().all(|&n| (95..=105).contains(&n)),
+                "{slots} slots: {tasks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_task_keeps_its_slot() {
+        assert_eq!(slot_of(12345u64, 4), slot_of(12345u64, 4));
+    }
 }

@@ -15,3 +15,4 @@ pub(crate) mod delivery_queue;
 pub(crate) mod ledger;
 pub(crate) mod messages;
 pub(crate) mod stats;
+pub(crate) mod word_hash;
