@@ -409,6 +409,29 @@ async fn options_that_cannot_work_are_refused() {
     .await;
 }
 
+/// `Duration::MAX` as a publish's deadline means none: it must not overflow the clock.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_given_no_deadline_publishes() {
+    run(async {
+        let mut cleanup = Cleanup::new();
+        let connection = connect().await;
+        let channel = open(&connection).await;
+        let queue = cleanup.queue(unique("q-publisher-no-deadline"));
+        declare_queue(&channel, &queue).await;
+        let options = PublisherOptions::default().timeout(Duration::MAX);
+        let publisher = Publisher::new(&connection, options).await.unwrap();
+        within(
+            "a publish without a deadline",
+            publisher.publish("", &queue, Default::default(), "m", Default::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(queue_counts(&channel, &queue).await.message_count, 1);
+        within("close", connection.close()).await.unwrap();
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unroutable_mandatory_publish_is_returned_and_a_routed_one_confirmed() {
     run(async {

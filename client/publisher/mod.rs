@@ -27,7 +27,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::{Sleep, sleep};
 
 use crate::channel::{BasicPublishOptions, Body};
 use crate::confirms::Confirmation;
@@ -153,15 +153,16 @@ impl Publisher {
         body: impl Into<Body<'body>>,
         properties: BasicProperties,
     ) -> impl Future<Output = std::result::Result<(), PublishError>> + Send {
-        // One flat state machine, each wait bounded by the same deadline (one timer, not one
-        // per wait): nested futures taking the message by value would hold it twice, and a
-        // publish's future is moved into whatever runs it concurrently with others. Not an
-        // `async fn`: its arguments would be kept twice in its future (once as received, once
-        // as locals), the 424-byte properties among them.
+        // One flat state machine that uses its arguments in place (an `async fn` would keep
+        // them twice, as received and as locals, the 424-byte properties among them; nested
+        // futures taking the message by value would too), with one timer bounding every wait:
+        // a publish's future is moved into whatever runs it concurrently with others.
         let body = body.into();
         async move {
             let inner = &*self.inner;
-            let mut deadline = pin!(sleep_until(Instant::now() + inner.timeout));
+            // `sleep`, not `sleep_until(now + timeout)`: a timeout too large to add to an
+            // instant (`Duration::MAX` for "no deadline") means no deadline, not a panic.
+            let mut deadline = pin!(sleep(inner.timeout));
             let _permit = match before(deadline.as_mut(), pin!(inner.window.acquire())).await {
                 Some(Ok(permit)) => permit,
                 Some(Err(_)) => return Err(PublishError::Failed(closed())),
