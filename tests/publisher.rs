@@ -479,3 +479,32 @@ async fn an_unroutable_mandatory_publish_is_returned_and_a_routed_one_confirmed(
     })
     .await;
 }
+
+/// A publish's future is moved by whatever runs many at once (`buffer_unordered`, a spawned
+/// task); keep it small. It holds the confirmation and the boxed slow path, not the message;
+/// a `Publisher`'s also holds the properties, for publishing again after a recovery.
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_futures_stay_small() {
+    run(async {
+        let connection = connect().await;
+        let channel = open(&connection).await;
+        let publisher = Publisher::new(&connection, PublisherOptions::default())
+            .await
+            .unwrap();
+        // Made and dropped unpolled: nothing is sent.
+        let single = channel.basic_publish("", "none", Default::default(), "m", Default::default());
+        let pooled = publisher.publish("", "none", Default::default(), "m", Default::default());
+        let (single, pooled) = (
+            std::mem::size_of_val(&single),
+            std::mem::size_of_val(&pooled),
+        );
+        eprintln!("basic_publish future {single} bytes, Publisher::publish future {pooled} bytes");
+        assert!(single <= 256, "a basic_publish future is {single} bytes");
+        assert!(
+            pooled <= 1024,
+            "a Publisher::publish future is {pooled} bytes"
+        );
+        within("close", connection.close()).await.unwrap();
+    })
+    .await;
+}
