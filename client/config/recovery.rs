@@ -159,11 +159,9 @@ impl RecoveryPolicy {
         let exponent = attempt.saturating_sub(1).min(64) as i32;
         let bound = self.initial_delay.as_secs_f64() * multiplier.powi(exponent);
         let max = self.max_delay.as_secs_f64();
-        Duration::from_secs_f64(if bound.is_finite() {
-            bound.min(max)
-        } else {
-            max
-        })
+        // A bound past what a `Duration` holds (a `max_delay` of `Duration::MAX` rounds up to
+        // 2^64 seconds as a float) is the maximum itself, not a panic.
+        Duration::try_from_secs_f64(bound.min(max)).unwrap_or(self.max_delay)
     }
 
     /// Whether another attempt is allowed after `attempts` failed ones, `elapsed` after the loss.
@@ -203,6 +201,21 @@ mod tests {
         let bounds: Vec<_> = (1..=6).map(|n| policy.delay_bound(n).as_millis()).collect();
         assert_eq!(bounds, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(policy.delay_bound(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bounds_too_large_for_a_duration_are_the_maximum() {
+        let unbounded = RecoveryPolicy::default()
+            .initial_delay(Duration::MAX)
+            .max_delay(Duration::MAX);
+        assert_eq!(unbounded.delay_bound(1), Duration::MAX);
+        let growing = RecoveryPolicy::default()
+            .initial_delay(Duration::from_millis(50))
+            .multiplier(10.0)
+            .max_delay(Duration::MAX);
+        assert_eq!(growing.delay_bound(2), Duration::from_millis(500));
+        assert_eq!(growing.delay_bound(u32::MAX), Duration::MAX);
+        assert!(jitter(Duration::MAX) <= Duration::MAX);
     }
 
     #[test]
