@@ -154,12 +154,23 @@ fn check(args: &PerfArgs) -> Result<(), Failure> {
             "a stream is consumed with acknowledgements (and a prefetch): drop --autoack",
         ));
     }
-    if !args.rate.is_finite() || args.rate < 0.0 {
-        return Err(Failure::new(
-            "--rate must be a number of messages per second, 0 or more",
-        ));
+    if !args.rate.is_finite() || args.rate < 0.0 || (args.rate > 0.0 && args.rate < MIN_RATE) {
+        return Err(Failure::new(format!(
+            "--rate must be a number of messages per second: 0 (no limit) or at least {MIN_RATE}"
+        )));
     }
     Ok(())
+}
+
+/// The slowest `--rate` taken: one message every 1 000 seconds. Slower ones would make the
+/// pacing's arithmetic overflow, and mean nothing in a benchmark.
+const MIN_RATE: f64 = 0.001;
+
+/// `wait` after `start`, at most a century: a wait too long for the clock (`--duration
+/// 1e15h`) would make the sum panic, and a century is as good as forever here.
+fn later(start: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start + wait.min(CENTURY)
 }
 
 /// The declaration of a queue of `kind`: quorum queues and streams are durable.
@@ -307,7 +318,7 @@ async fn perf(options: ConnectionOptions, queue: &str, args: &PerfArgs) -> Resul
     // Publishing: until the producers are done (--count), the deadline (--duration), Ctrl-C,
     // or a failure.
     let mut interrupted = pin!(crate::failure::stop_requested());
-    let deadline = args.duration.map(|d| start + d);
+    let deadline = args.duration.map(|d| later(start, d));
     let until_deadline = async {
         match deadline {
             Some(deadline) => sleep_until(deadline.into()).await,
@@ -347,7 +358,7 @@ async fn perf(options: ConnectionOptions, queue: &str, args: &PerfArgs) -> Resul
     // confirmed), within the drain timeout.
     if args.consumers > 0 && args.producers > 0 && !has_failed(&shared) {
         let sent = shared.sent.load(Ordering::Acquire);
-        let drain_deadline = stopped + args.drain_timeout;
+        let drain_deadline = later(stopped, args.drain_timeout);
         let caught_up = || match args.confirm {
             Some(_) => shared.ledger.all_confirmed_received(),
             None => shared.ledger.received_count() >= sent,
@@ -581,7 +592,7 @@ async fn collect(
                 }),
                 None => {
                     open = false;
-                    drain_until = Instant::now() + drain;
+                    drain_until = later(Instant::now(), drain);
                 }
             },
             Some((sent_at, sequence, outcome)) = pending.next(), if !pending.is_empty() => {

@@ -146,6 +146,10 @@ fn usage_errors_exit_with_status_2() {
     }
     // Checked by warren rather than the parser: status 1, one line.
     warren(&["perf", "--confirm", "0"]).one_line_error(1, "warren: --confirm must be at least 1");
+    warren(&["perf", "--rate", "0.00001"]).one_line_error(
+        1,
+        "warren: --rate must be a number of messages per second: 0 (no limit) or at least 0.001",
+    );
     warren(&["perf", "--producers", "0", "--consumers", "0"])
         .one_line_error(1, "warren: perf needs at least one producer or consumer");
     warren(&["perf", "--prefetch", "10", "--multiple-ack", "20"])

@@ -135,6 +135,20 @@ fn counts_add_up_with_several_producers_and_consumers() {
     );
 }
 
+/// Waits too long for the clock to add are as good as forever, not a panic.
+#[test]
+fn a_drain_timeout_beyond_the_clock_is_taken() {
+    let output = warren(&[
+        "perf",
+        "--count",
+        "50",
+        "--drain-timeout",
+        "10000000000000000000s",
+    ])
+    .ok();
+    assert_eq!(count(&output.stdout, "received:"), 50, "{output:#?}");
+}
+
 #[test]
 fn rate_limits_autoack_and_no_confirms() {
     let output = warren(&["perf", "--rate", "200", "--count", "100", "--autoack"]).ok();
