@@ -616,7 +616,7 @@ pub struct PerfArgs {
     #[arg(short = 's', long, value_name = "BYTES", default_value_t = 12)]
     pub size: usize,
 
-    /// Limit of each producer, in messages per second (0: as fast as possible)
+    /// Limit of each producer, in messages per second, at least 0.001 (0: as fast as possible)
     #[arg(short = 'r', long, value_name = "MSGS/S", default_value_t = 0.0)]
     pub rate: f64,
 
