@@ -399,6 +399,9 @@ async fn options_that_cannot_work_are_refused() {
         let connection = connect().await;
         for options in [
             PublisherOptions::default().channels(0),
+            // More than the connection can open, or than memory holds.
+            PublisherOptions::default().channels(usize::from(connection.channel_max()) + 1),
+            PublisherOptions::default().channels(usize::MAX),
             PublisherOptions::default().max_in_flight(0),
         ] {
             let error = Publisher::new(&connection, options).await.unwrap_err();

@@ -108,13 +108,16 @@ impl fmt::Debug for Publisher {
 impl Publisher {
     /// Opens the publisher's channels on `connection` and puts them in confirm mode.
     ///
-    /// Fails with [`Error::Config`] if `options` asks for no channel or an empty window, and
-    /// with the error of opening a channel otherwise.
+    /// Fails with [`Error::Config`] if `options` asks for no channel, more channels than the
+    /// connection's `channel_max`, or an empty window, and with the error of opening a channel
+    /// otherwise.
     pub async fn new(connection: &Connection, options: PublisherOptions) -> Result<Self> {
-        if options.get_channels() == 0 {
-            return Err(Error::Config(
-                "PublisherOptions::channels must be at least 1".to_owned(),
-            ));
+        let channel_max = usize::from(connection.channel_max());
+        if options.get_channels() == 0 || options.get_channels() > channel_max {
+            return Err(Error::Config(format!(
+                "PublisherOptions::channels must be between 1 and the connection's channel_max \
+                 ({channel_max})"
+            )));
         }
         let max_in_flight = options.get_max_in_flight();
         if max_in_flight == 0 || max_in_flight > Semaphore::MAX_PERMITS {

@@ -47,7 +47,8 @@ impl PublisherOptions {
     }
 
     /// How many confirm-mode channels the publisher spreads its publishes over (default
-    /// [`DEFAULT_PUBLISHER_CHANNELS`]; at least 1). A few are enough: each channel is served
+    /// [`DEFAULT_PUBLISHER_CHANNELS`]; at least 1, at most the connection's
+    /// [`channel_max`](crate::Connection::channel_max)). A few are enough: each channel is served
     /// by one process on the broker, and more only cost memory.
     pub fn channels(mut self, channels: usize) -> Self {
         self.channels = channels;
