@@ -146,15 +146,21 @@ async fn max_in_flight_bounds_unconfirmed_publishes() {
         const PUBLISHES: usize = 300;
         let (connection, channel) = channel().await;
         let queue = exclusive_queue(&channel).await;
-        let error = within(
-            "confirm.select with max_in_flight 0",
-            channel.confirm_select(ConfirmSelectOptions {
-                max_in_flight: Some(0),
-            }),
-        )
-        .await
-        .expect_err("a limit of 0 would block every publish");
-        assert!(matches!(error, Error::InvalidArgument(_)), "{error:?}");
+        // 0 would block every publish; usize::MAX is more than a semaphore counts.
+        for limit in [0, usize::MAX] {
+            let error = within(
+                "confirm.select with an impossible max_in_flight",
+                channel.confirm_select(ConfirmSelectOptions {
+                    max_in_flight: Some(limit),
+                }),
+            )
+            .await
+            .expect_err("refused");
+            assert!(
+                matches!(error, Error::InvalidArgument(_)),
+                "{limit}: {error:?}"
+            );
+        }
         select(
             &channel,
             ConfirmSelectOptions {

@@ -40,10 +40,11 @@ impl Channel {
     /// publishes await confirmation.
     pub async fn confirm_select(&self, options: ConfirmSelectOptions) -> Result<()> {
         if let Some(limit) = options.max_in_flight {
-            if limit == 0 {
-                return Err(Error::InvalidArgument(
-                    "max_in_flight must be at least 1".to_owned(),
-                ));
+            if limit == 0 || limit > Semaphore::MAX_PERMITS {
+                return Err(Error::InvalidArgument(format!(
+                    "max_in_flight must be between 1 and {} (None: no limit)",
+                    Semaphore::MAX_PERMITS
+                )));
             }
             let _ = self.shared().in_flight.set(Arc::new(Semaphore::new(limit)));
         }
