@@ -1,11 +1,13 @@
 //! Messages the broker hands to the application: deliveries and messages got with
 //! `basic.get`, each able to acknowledge itself on the channel it came from.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 use tracing::Instrument;
 
 use crate::channel::{BasicAckOptions, BasicNackOptions, BasicRejectOptions, Channel};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::protocol::BasicProperties;
 pub use crate::shared::messages::{Envelope, ReturnedMessage};
 
@@ -13,7 +15,9 @@ pub use crate::shared::messages::{Envelope, ReturnedMessage};
 ///
 /// Unless it was consumed with `no_ack`, acknowledge it exactly once with [`Delivery::ack`],
 /// [`Delivery::nack`] or [`Delivery::reject`], on the channel it came from (the delivery
-/// remembers it). Unacknowledged messages go back to their queue when the channel closes.
+/// remembers it). A second one fails with [`Error::InvalidState`](crate::Error::InvalidState)
+/// and sends nothing: the broker would close the channel for it (406, unknown delivery tag).
+/// Unacknowledged messages go back to their queue when the channel closes.
 #[derive(Debug)]
 pub struct Delivery {
     /// Routing information and the delivery tag.
@@ -23,6 +27,8 @@ pub struct Delivery {
     /// The message body: a slice of the connection's read buffer, not a copy.
     pub body: Bytes,
     channel: Channel,
+    /// Set by the first acknowledgement, which alone is sent.
+    settled: AtomicBool,
     /// The `process` span, for deliveries taken from a consumer stream while a subscriber
     /// wants it (boxed: a delivery is moved several times on its way, and is larger by a
     /// pointer only).
@@ -44,6 +50,7 @@ impl Delivery {
             properties,
             body,
             channel,
+            settled: AtomicBool::new(false),
             span: None,
             #[cfg(feature = "opentelemetry")]
             otel: None,
@@ -73,6 +80,16 @@ impl Delivery {
                 self.body.len(),
                 || channel.server(),
             )));
+        }
+    }
+
+    /// Marks the delivery settled; fails if it already was (by `ack`, `nack` or `reject`).
+    fn settle_once(&self) -> Result<()> {
+        match self.settled.swap(true, Ordering::AcqRel) {
+            false => Ok(()),
+            true => Err(Error::InvalidState(
+                "the delivery was already acknowledged, rejected or nacked",
+            )),
         }
     }
 
@@ -136,6 +153,7 @@ impl Delivery {
 
     /// Acknowledges the message: the broker forgets it.
     pub async fn ack(&self, options: BasicAckOptions) -> Result<()> {
+        self.settle_once()?;
         if self.traced() {
             let settle = self.channel.basic_ack(self.envelope.delivery_tag, options);
             // Boxed, so that an untraced acknowledgement's future stays as small as before.
@@ -149,6 +167,7 @@ impl Delivery {
     /// Rejects the message (and with `multiple`, every earlier unacknowledged one); by default
     /// it is requeued.
     pub async fn nack(&self, options: BasicNackOptions) -> Result<()> {
+        self.settle_once()?;
         if self.traced() {
             let settle = self.channel.basic_nack(self.envelope.delivery_tag, options);
             // Boxed, so that an untraced acknowledgement's future stays as small as before.
@@ -161,6 +180,7 @@ impl Delivery {
 
     /// Rejects the message; by default it is requeued.
     pub async fn reject(&self, options: BasicRejectOptions) -> Result<()> {
+        self.settle_once()?;
         if self.traced() {
             let settle = self
                 .channel

@@ -13,8 +13,8 @@ use warren::protocol::BasicProperties;
 use warren::wire::{Decimal, FieldArray, FieldTable, FieldValue, ShortString, Timestamp};
 use warren::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, BasicRecoverOptions, BasicRejectOptions, ExchangeKind, QueueBindOptions,
-    QueueDeclareOptions, ReplyCode,
+    BasicQosOptions, BasicRecoverOptions, BasicRejectOptions, Error, ExchangeKind,
+    QueueBindOptions, QueueDeclareOptions, ReplyCode,
 };
 
 fn s(value: &'static str) -> ShortString {
@@ -291,7 +291,7 @@ async fn ack_removes_messages_and_unacked_ones_are_requeued_on_close() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn acking_a_delivery_twice_closes_the_channel_with_406() {
+async fn a_delivery_acknowledged_twice_refuses_the_second_and_a_raw_one_closes_the_channel() {
     run(async {
         let connection = connect().await;
         let channel = confirm_channel(&connection).await;
@@ -307,9 +307,21 @@ async fn acking_a_delivery_twice_closes_the_channel_with_406() {
         within("ack", message.ack(BasicAckOptions::default()))
             .await
             .unwrap();
-        within("second ack", message.ack(BasicAckOptions::default()))
-            .await
-            .expect("an ack is asynchronous: the error comes as a channel close");
+        // The delivery knows it was settled: a second settlement sends nothing.
+        let second = within("second ack", message.ack(BasicAckOptions::default())).await;
+        assert!(matches!(second, Err(Error::InvalidState(_))), "{second:?}");
+        let nack = within("a nack after the ack", message.nack(Default::default())).await;
+        assert!(matches!(nack, Err(Error::InvalidState(_))), "{nack:?}");
+        // A round trip: the channel is still open.
+        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
+
+        // Through the channel, which does not know, the broker gets it and closes the channel.
+        within(
+            "raw second ack",
+            channel.basic_ack(message.delivery_tag(), BasicAckOptions::default()),
+        )
+        .await
+        .expect("an ack is asynchronous: the error comes as a channel close");
         let error = within("channel close", channel.closed()).await;
         assert_eq!(
             error.reply_code(),
@@ -961,7 +973,7 @@ async fn a_property_over_255_bytes_fails_its_publish_alone() {
             )
             .await;
             match result {
-                Err(warren::Error::InvalidArgument(text)) => {
+                Err(Error::InvalidArgument(text)) => {
                     assert!(text.contains(property) && text.contains("256"), "{text}");
                 }
                 other => panic!("expected InvalidArgument, got {other:?}"),
