@@ -157,7 +157,7 @@ impl Consumer {
             exchange: raw.deliver.exchange,
             routing_key: raw.deliver.routing_key,
         };
-        decode_delivery(envelope, raw.header, raw.body, &self.channel)
+        decode_delivery(envelope, raw.header, raw.body, &self.channel, self.no_ack)
     }
 
     /// Records, for recovery, the stream offset of a delivery handed to the application.
@@ -181,17 +181,25 @@ impl Consumer {
 }
 
 /// Decodes a delivery's properties; a failure, or a body skipped for being over
-/// `max_body_size`, is an error of this message only.
+/// `max_body_size`, is an error of this message only. `no_ack`: it was consumed or got with
+/// `no_ack`, so it takes no acknowledgement.
 pub(crate) fn decode_delivery(
     envelope: Envelope,
     header: ContentHeader,
     body: Result<Bytes, DecodeError>,
     channel: &Channel,
+    no_ack: bool,
 ) -> Result<Delivery> {
     let (error, body) = match body {
         Ok(body) => match BasicProperties::decode(&mut Reader::new(&header.properties)) {
             Ok(properties) => {
-                return Ok(Delivery::new(envelope, properties, body, channel.clone()));
+                return Ok(Delivery::new(
+                    envelope,
+                    properties,
+                    body,
+                    channel.clone(),
+                    no_ack,
+                ));
             }
             Err(error) => (error, body),
         },

@@ -1,7 +1,7 @@
 //! Messages the broker hands to the application: deliveries and messages got with
 //! `basic.get`, each able to acknowledge itself on the channel it came from.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
 use tracing::Instrument;
@@ -16,7 +16,8 @@ pub use crate::shared::messages::{Envelope, ReturnedMessage};
 /// Unless it was consumed with `no_ack`, acknowledge it exactly once with [`Delivery::ack`],
 /// [`Delivery::nack`] or [`Delivery::reject`], on the channel it came from (the delivery
 /// remembers it). A second one fails with [`Error::InvalidState`](crate::Error::InvalidState)
-/// and sends nothing: the broker would close the channel for it (406, unknown delivery tag).
+/// and sends nothing, as does one of a delivery consumed with `no_ack`: the broker would close
+/// the channel for either (406, unknown delivery tag).
 /// Unacknowledged messages go back to their queue when the channel closes.
 #[derive(Debug)]
 pub struct Delivery {
@@ -27,8 +28,9 @@ pub struct Delivery {
     /// The message body: a slice of the connection's read buffer, not a copy.
     pub body: Bytes,
     channel: Channel,
-    /// Set by the first acknowledgement, which alone is sent.
-    settled: AtomicBool,
+    /// [`UNSETTLED`], [`SETTLED`] by the first acknowledgement (which alone is sent), or
+    /// [`NO_ACK`] from the start.
+    settlement: AtomicU8,
     /// The `process` span, for deliveries taken from a consumer stream while a subscriber
     /// wants it (boxed: a delivery is moved several times on its way, and is larger by a
     /// pointer only).
@@ -38,19 +40,27 @@ pub struct Delivery {
     otel: Option<Box<crate::telemetry::otel::Process>>,
 }
 
+/// [`Delivery::settlement`]: no acknowledgement made yet.
+const UNSETTLED: u8 = 0;
+/// [`Delivery::settlement`]: acknowledged, rejected or nacked.
+const SETTLED: u8 = 1;
+/// [`Delivery::settlement`]: consumed with `no_ack`, nothing to settle.
+const NO_ACK: u8 = 2;
+
 impl Delivery {
     pub(crate) fn new(
         envelope: Envelope,
         properties: BasicProperties,
         body: Bytes,
         channel: Channel,
+        no_ack: bool,
     ) -> Self {
         Self {
             envelope,
             properties,
             body,
             channel,
-            settled: AtomicBool::new(false),
+            settlement: AtomicU8::new(if no_ack { NO_ACK } else { UNSETTLED }),
             span: None,
             #[cfg(feature = "opentelemetry")]
             otel: None,
@@ -83,11 +93,20 @@ impl Delivery {
         }
     }
 
-    /// Marks the delivery settled; fails if it already was (by `ack`, `nack` or `reject`).
+    /// Marks the delivery settled; fails if it already was (by `ack`, `nack` or `reject`), or
+    /// needs no settling (`no_ack`).
     fn settle_once(&self) -> Result<()> {
-        match self.settled.swap(true, Ordering::AcqRel) {
-            false => Ok(()),
-            true => Err(Error::InvalidState(
+        match self.settlement.compare_exchange(
+            UNSETTLED,
+            SETTLED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(NO_ACK) => Err(Error::InvalidState(
+                "the delivery was consumed with no_ack: the broker needs no acknowledgement",
+            )),
+            Err(_) => Err(Error::InvalidState(
                 "the delivery was already acknowledged, rejected or nacked",
             )),
         }

@@ -341,6 +341,53 @@ async fn a_delivery_acknowledged_twice_refuses_the_second_and_a_raw_one_closes_t
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn acknowledging_a_no_ack_delivery_is_refused_and_the_channel_lives() {
+    run(async {
+        let connection = connect().await;
+        let channel = confirm_channel(&connection).await;
+        let queue = exclusive_queue(&channel).await;
+        publish(&channel, "", &queue, b"got").await;
+        publish(&channel, "", &queue, b"consumed").await;
+        let got = within(
+            "basic.get no_ack",
+            channel.basic_get(&queue, BasicGetOptions { no_ack: true }),
+        )
+        .await
+        .unwrap()
+        .expect("a message");
+        let mut consumer = within(
+            "basic.consume no_ack",
+            channel.basic_consume(
+                &queue,
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+        let consumed = next_delivery(&mut consumer).await;
+        assert_eq!(&consumed.body[..], b"consumed");
+        for settled in [
+            within("ack", got.ack(BasicAckOptions::default())).await,
+            within("reject", consumed.reject(BasicRejectOptions::default())).await,
+        ] {
+            match settled {
+                Err(Error::InvalidState(text)) => assert!(text.contains("no_ack"), "{text}"),
+                other => panic!("expected InvalidState, got {other:?}"),
+            }
+        }
+        // A round trip: the channel is still open.
+        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
+        within("connection.close", connection.close())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn nack_with_requeue_redelivers_with_redelivered_set() {
     run(async {
         let connection = connect().await;

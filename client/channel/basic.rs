@@ -521,7 +521,7 @@ impl Channel {
                     exchange: ok.exchange,
                     routing_key: ok.routing_key,
                 };
-                let mut delivery = decode_delivery(envelope, header, body, self)?;
+                let mut delivery = decode_delivery(envelope, header, body, self, options.no_ack)?;
                 // A message got is processed as a delivery taken from a consumer is: its
                 // `process` span continues the publisher's trace.
                 if telemetry::tracing_operations() {
