@@ -355,18 +355,7 @@ async fn acknowledging_a_no_ack_delivery_is_refused_and_the_channel_lives() {
         .await
         .unwrap()
         .expect("a message");
-        let mut consumer = within(
-            "basic.consume no_ack",
-            channel.basic_consume(
-                &queue,
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+        let mut consumer = consume_no_ack(&channel, &queue).await;
         let consumed = next_delivery(&mut consumer).await;
         assert_eq!(&consumed.body[..], b"consumed");
         for settled in [
@@ -475,18 +464,7 @@ async fn reject_and_nack_without_requeue_dead_letter_the_message() {
         .await
         .name
         .to_string();
-        let mut dead_letters = within(
-            "basic.consume",
-            channel.basic_consume(
-                &dead,
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+        let mut dead_letters = consume_no_ack(&channel, &dead).await;
 
         publish(&channel, "", &work, b"rejected").await;
         publish(&channel, "", &work, b"nacked").await;
@@ -759,18 +737,7 @@ async fn one_mebibyte_body_round_trips_split_into_frames() {
         let channel = confirm_channel(&connection).await;
         let queue = exclusive_queue(&channel).await;
         publish(&channel, "", &queue, &body).await;
-        let mut consumer = within(
-            "basic.consume",
-            channel.basic_consume(
-                &queue,
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+        let mut consumer = consume_no_ack(&channel, &queue).await;
         let delivery = next_delivery(&mut consumer).await;
         assert!(
             delivery.body[..] == body[..],

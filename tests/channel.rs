@@ -754,18 +754,7 @@ async fn gets_and_deliveries_interleave_on_one_channel() {
             publish(&setup, "", &fetched, &big("g", i)).await;
         }
         let channel = open(&connection).await;
-        let mut consumer = within(
-            "basic.consume",
-            channel.basic_consume(
-                &consumed,
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .unwrap();
+        let mut consumer = consume_no_ack(&channel, &consumed).await;
         for i in 0..20 {
             let got = within(
                 "basic.get",

@@ -829,18 +829,7 @@ async fn a_thousand_queues_bindings_and_consumers_come_back() {
             )
             .await
             .unwrap();
-            let consumer = within(
-                "basic.consume",
-                channel.basic_consume(
-                    &queue,
-                    BasicConsumeOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                ),
-            )
-            .await
-            .unwrap();
+            let consumer = consume_no_ack(channel, &queue).await;
             consumers.push((queue, consumer));
         }
         let one_at_a_time = started.elapsed();

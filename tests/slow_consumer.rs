@@ -50,21 +50,6 @@ async fn fill(queue: &str, count: usize, size: usize) {
         .unwrap();
 }
 
-async fn consume_no_ack(channel: &Channel, queue: &str) -> warren::Consumer {
-    within(
-        "basic.consume",
-        channel.basic_consume(
-            queue,
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-        ),
-    )
-    .await
-    .expect("basic.consume")
-}
-
 /// The median time of `rounds` passive declares on `channel`.
 async fn rpc_median(channel: &Channel, queue: &str, rounds: usize) -> Duration {
     let mut times = Vec::with_capacity(rounds);

@@ -112,9 +112,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use warren::protocol::BasicProperties;
 use warren::{
-    BasicGetOptions, BasicPublishOptions, Confirmation, Consumer, DeclaredQueue, Delivery, Error,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, QueueDeclareOptions,
-    QueueDeleteOptions, ReplyCode,
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, Confirmation, Consumer,
+    DeclaredQueue, Delivery, Error, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind,
+    QueueDeclareOptions, QueueDeleteOptions, ReplyCode,
 };
 
 /// Deadline of one step of a test (a call, the next delivery); a bug fails, never hangs.
@@ -131,6 +131,22 @@ pub async fn within_for<F: Future>(limit: Duration, what: &str, future: F) -> F:
         Ok(output) => output,
         Err(_) => panic!("{what}: did not complete within {limit:?}"),
     }
+}
+
+/// A `no_ack` consumer of `queue` on `channel`.
+pub async fn consume_no_ack(channel: &Channel, queue: &str) -> Consumer {
+    within(
+        "basic.consume no_ack",
+        channel.basic_consume(
+            queue,
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .expect("basic.consume")
 }
 
 /// The next item of a consumer stream, within [`STEP`].
