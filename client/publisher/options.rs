@@ -67,6 +67,7 @@ impl PublisherOptions {
     /// The deadline of one publish, from the call until the broker's confirmation (default:
     /// the connection's operation timeout). It covers waiting for room in the in-flight
     /// window, for a blocked or recovering connection, and for the confirmation.
+    /// `Duration::MAX` means no deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
