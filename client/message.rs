@@ -16,8 +16,9 @@ pub use crate::shared::messages::{Envelope, ReturnedMessage};
 /// Unless it was consumed with `no_ack`, acknowledge it exactly once with [`Delivery::ack`],
 /// [`Delivery::nack`] or [`Delivery::reject`], on the channel it came from (the delivery
 /// remembers it). A second one fails with [`Error::InvalidState`](crate::Error::InvalidState)
-/// and sends nothing, as does one of a delivery consumed with `no_ack`: the broker would close
-/// the channel for either (406, unknown delivery tag).
+/// and sends nothing, as does one of a delivery consumed with `no_ack` or already covered by
+/// a `multiple` acknowledgement of a later delivery: the broker would close the channel for
+/// any of them (406, unknown delivery tag).
 /// Unacknowledged messages go back to their queue when the channel closes.
 #[derive(Debug)]
 pub struct Delivery {
@@ -93,9 +94,19 @@ impl Delivery {
         }
     }
 
-    /// Marks the delivery settled; fails if it already was (by `ack`, `nack` or `reject`), or
-    /// needs no settling (`no_ack`).
+    /// Marks the delivery settled; fails if it already was (by its `ack`, `nack` or `reject`,
+    /// or by a `multiple` one of a later delivery on its channel), or needs no settling
+    /// (`no_ack`).
     fn settle_once(&self) -> Result<()> {
+        if self
+            .channel
+            .shared()
+            .settled_by_multiple(self.envelope.delivery_tag)
+        {
+            return Err(Error::InvalidState(
+                "the delivery was already settled by a multiple ack or nack of a later one",
+            ));
+        }
         match self.settlement.compare_exchange(
             UNSETTLED,
             SETTLED,

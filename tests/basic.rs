@@ -377,6 +377,48 @@ async fn acknowledging_a_no_ack_delivery_is_refused_and_the_channel_lives() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn deliveries_a_multiple_ack_covered_refuse_their_own() {
+    run(async {
+        let connection = connect().await;
+        let channel = confirm_channel(&connection).await;
+        let queue = exclusive_queue(&channel).await;
+        for body in [b"1", b"2", b"3"] {
+            publish(&channel, "", &queue, body).await;
+        }
+        let mut consumer = within(
+            "basic.consume",
+            channel.basic_consume(&queue, BasicConsumeOptions::default()),
+        )
+        .await
+        .unwrap();
+        let first = next_delivery(&mut consumer).await;
+        let second = next_delivery(&mut consumer).await;
+        let third = next_delivery(&mut consumer).await;
+        within(
+            "ack multiple",
+            third.ack(BasicAckOptions { multiple: true }),
+        )
+        .await
+        .unwrap();
+        for settled in [
+            within("ack of the first", first.ack(BasicAckOptions::default())).await,
+            within("nack of the second", second.nack(Default::default())).await,
+        ] {
+            match settled {
+                Err(Error::InvalidState(text)) => assert!(text.contains("multiple"), "{text}"),
+                other => panic!("expected InvalidState, got {other:?}"),
+            }
+        }
+        // A round trip: the channel is still open.
+        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
+        within("connection.close", connection.close())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn nack_with_requeue_redelivers_with_redelivered_set() {
     run(async {
         let connection = connect().await;

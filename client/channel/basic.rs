@@ -619,6 +619,7 @@ impl Channel {
         if let Some(error) = self.shared().closed_reason() {
             return Err(error);
         }
+        self.shared().note_settled(ack);
         let Some(batch) = self.shared().acks.push(ack) else {
             return Ok(());
         };

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::BytesMut;
 use tokio::sync::{Semaphore, broadcast, watch};
 
-use super::acks::AckOutbox;
+use super::acks::{AckOutbox, Acknowledgement};
 use super::command::ChannelKey;
 use super::messages::ReturnedMessage;
 use crate::error::Error;
@@ -39,6 +39,9 @@ pub(crate) struct ChannelShared {
     pub tag_offset: AtomicU64,
     /// Acknowledgements waiting for the driver, in batches.
     pub acks: AckOutbox,
+    /// The highest tag a `multiple` ack or nack settled, with all below it (see
+    /// [`Self::settled_by_multiple`]).
+    settled_through: AtomicU64,
 }
 
 /// The sender of a channel's returns streams. It is made by the first `returns()` call, not
@@ -67,7 +70,33 @@ impl ChannelShared {
             encode_buffer: Mutex::new(BytesMut::new()),
             tag_offset: AtomicU64::new(0),
             acks: AckOutbox::default(),
+            settled_through: AtomicU64::new(0),
         }
+    }
+
+    /// Records an acknowledgement on its way: one with `multiple` settles every delivery up to
+    /// its tag. (Tag 0, "everything so far", is not recorded: which tags it covers is known to
+    /// the broker only.)
+    pub(crate) fn note_settled(&self, ack: Acknowledgement) {
+        if let Acknowledgement::Ack {
+            delivery_tag,
+            multiple: true,
+        }
+        | Acknowledgement::Nack {
+            delivery_tag,
+            multiple: true,
+            ..
+        } = ack
+        {
+            self.settled_through
+                .fetch_max(delivery_tag, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether a `multiple` ack or nack already settled `delivery_tag`: acknowledging it again
+    /// would make the broker close the channel (406, unknown delivery tag).
+    pub(crate) fn settled_by_multiple(&self, delivery_tag: u64) -> bool {
+        delivery_tag <= self.settled_through.load(Ordering::Acquire)
     }
 
     /// Whether `delivery_tag` came on a connection since lost and recovered.
