@@ -202,7 +202,7 @@ async fn an_unanswered_call_times_out_and_the_late_reply_is_discarded() {
 #[tokio::test]
 async fn a_publisher_publish_has_one_deadline_for_the_window_and_the_confirmation() {
     let (connection, mut peer) = connect(|o| o, Tune::default()).await;
-    let deadline = Duration::from_millis(400);
+    let deadline = Duration::from_secs(1);
     let options = PublisherOptions::default()
         .channels(1)
         .max_in_flight(1)
@@ -260,7 +260,7 @@ async fn a_publisher_publish_has_one_deadline_for_the_window_and_the_confirmatio
         );
         assert!(
             took >= deadline - Duration::from_millis(20)
-                && took < deadline + Duration::from_millis(300),
+                && took < deadline + Duration::from_millis(700),
             "gave up after {took:?}, the deadline is {deadline:?}"
         );
     }
