@@ -143,9 +143,4 @@ mod tests {
             );
         }
     }
-
-    #[test]
-    fn a_task_keeps_its_slot() {
-        assert_eq!(slot_of(12345u64, 4), slot_of(12345u64, 4));
-    }
 }
