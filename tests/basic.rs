@@ -290,6 +290,14 @@ async fn ack_removes_messages_and_unacked_ones_are_requeued_on_close() {
     .await;
 }
 
+/// `settled` is a refusal to settle a delivery, for a reason that mentions `because`.
+fn assert_refused(settled: Result<(), Error>, because: &str) {
+    match settled {
+        Err(Error::InvalidState(text)) => assert!(text.contains(because), "{text}"),
+        other => panic!("expected InvalidState, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delivery_acknowledged_twice_refuses_the_second_and_a_raw_one_closes_the_channel() {
     run(async {
@@ -309,9 +317,9 @@ async fn a_delivery_acknowledged_twice_refuses_the_second_and_a_raw_one_closes_t
             .unwrap();
         // The delivery knows it was settled: a second settlement sends nothing.
         let second = within("second ack", message.ack(BasicAckOptions::default())).await;
-        assert!(matches!(second, Err(Error::InvalidState(_))), "{second:?}");
+        assert_refused(second, "already");
         let nack = within("a nack after the ack", message.nack(Default::default())).await;
-        assert!(matches!(nack, Err(Error::InvalidState(_))), "{nack:?}");
+        assert_refused(nack, "already");
         // A round trip: the channel is still open.
         assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
 
@@ -362,10 +370,7 @@ async fn acknowledging_a_no_ack_delivery_is_refused_and_the_channel_lives() {
             within("ack", got.ack(BasicAckOptions::default())).await,
             within("reject", consumed.reject(BasicRejectOptions::default())).await,
         ] {
-            match settled {
-                Err(Error::InvalidState(text)) => assert!(text.contains("no_ack"), "{text}"),
-                other => panic!("expected InvalidState, got {other:?}"),
-            }
+            assert_refused(settled, "no_ack");
         }
         // A round trip: the channel is still open.
         assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
@@ -404,10 +409,7 @@ async fn deliveries_a_multiple_ack_covered_refuse_their_own() {
             within("ack of the first", first.ack(BasicAckOptions::default())).await,
             within("nack of the second", second.nack(Default::default())).await,
         ] {
-            match settled {
-                Err(Error::InvalidState(text)) => assert!(text.contains("multiple"), "{text}"),
-                other => panic!("expected InvalidState, got {other:?}"),
-            }
+            assert_refused(settled, "multiple");
         }
         // A round trip: the channel is still open.
         assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);

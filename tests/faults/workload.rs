@@ -51,8 +51,14 @@ impl Progress {
     /// Waits until at least `count` ids are confirmed, or every publish has its outcome
     /// (within a minute).
     pub async fn wait_confirmed(&self, count: usize) {
-        crate::common::eventually_within(Duration::from_secs(60), "publishing progress", || {
-            let reached = self.confirmed() >= count || self.published_all.load(Ordering::Acquire);
+        self.wait_until("publishing progress", || self.confirmed() >= count)
+            .await;
+    }
+
+    /// Waits until `reached` holds, or every publish has its outcome (within a minute).
+    async fn wait_until(&self, what: &str, reached: impl Fn() -> bool) {
+        crate::common::eventually_within(Duration::from_secs(60), what, || {
+            let reached = reached() || self.published_all.load(Ordering::Acquire);
             async move { reached }
         })
         .await;
@@ -69,11 +75,8 @@ impl Progress {
     /// [`Progress::wait_confirmed`] means both connections work again, so that the next fault
     /// is a recovery of its own rather than one merged into the last.
     pub async fn wait_consumed(&self, count: usize) {
-        crate::common::eventually_within(Duration::from_secs(60), "consuming progress", || {
-            let reached = self.consumed() >= count || self.published_all.load(Ordering::Acquire);
-            async move { reached }
-        })
-        .await;
+        self.wait_until("consuming progress", || self.consumed() >= count)
+            .await;
     }
 }
 
