@@ -57,7 +57,13 @@ impl Future for PublishConfirm {
             ConfirmState::Pending { receiver, channel } => match Pin::new(receiver).poll(cx) {
                 Poll::Ready(Ok(result)) => Poll::Ready(result),
                 Poll::Ready(Err(_)) => Poll::Ready(Err(channel.closed_error())),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    // Publishes this thread held (`shared/direct_writes.rs`) go out before it
+                    // waits.
+                    let connection = &channel.connection_inner().state;
+                    connection.direct.flush(&connection.counters);
+                    Poll::Pending
+                }
             },
             ConfirmState::Ready(confirmation) => Poll::Ready(confirmation.take().ok_or(
                 Error::InvalidState("a publish confirmation was awaited after it completed"),

@@ -36,6 +36,7 @@ use crate::protocol::BasicProperties;
 use crate::shared::command::Command;
 use crate::shared::consumer::{ConsumerEvent, ConsumerShared, RawDelivery};
 use crate::shared::delivery_queue;
+use crate::shared::direct_writes;
 use crate::telemetry;
 use crate::wire::{ContentProperties, DecodeError, Reader, ShortString};
 
@@ -226,7 +227,15 @@ impl Stream for Consumer {
         if self.finished {
             return Poll::Ready(None);
         }
-        match self.receiver.poll_recv(cx) {
+        let next = self.receiver.poll_recv(cx);
+        // Acknowledgements this thread writes itself wait for the end of the batch in hand
+        // (`shared/direct_writes.rs`); a stream that runs dry ends it.
+        direct_writes::note_more_in_hand(self.receiver.has_taken());
+        if next.is_pending() {
+            let connection = &self.channel.connection_inner().state;
+            connection.direct.flush(&connection.counters);
+        }
+        match next {
             Poll::Ready(Some(raw)) if self.stream || telemetry::tracing_operations() => {
                 let delivery = match telemetry::tracing_operations() {
                     true => self.decode_traced(raw),
@@ -249,6 +258,10 @@ impl Stream for Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        // Acknowledgements this thread held wait for nobody now.
+        direct_writes::note_more_in_hand(false);
+        let connection = &self.channel.connection_inner().state;
+        connection.direct.flush(&connection.counters);
         if self.finished || !self.channel.is_open() {
             return;
         }

@@ -12,6 +12,9 @@ use tokio_stream::wrappers::BroadcastStream;
 const ENCODE_BUFFER_SIZE: usize = 16 * 1024;
 /// Spare capacity under which the encode buffer grows before encoding.
 const ENCODE_BUFFER_LOW: usize = 1024;
+/// Publishes with bodies this large or larger are not written from the caller's thread
+/// (`Channel::publish_directly`): that would copy the body, which the driver's writes do not.
+const DIRECT_BODY_MAX: usize = 4096;
 
 use super::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
@@ -31,10 +34,11 @@ use crate::shared::acks::Acknowledgement;
 use crate::shared::command::{Command, OnReply, Publish};
 use crate::shared::consumer::ConsumerShared;
 use crate::shared::delivery_queue;
+use crate::shared::direct_writes;
 use crate::shared::ledger::Mandatory;
 use crate::telemetry;
 use crate::wire::{AmqpMethod, ShortString};
-use tracing::Instrument;
+use tracing::{Instrument, trace, warn};
 
 impl Channel {
     /// Limits unacknowledged deliveries (`basic.qos`): the broker stops delivering to a
@@ -380,6 +384,16 @@ impl Channel {
                     Err(_) => false,
                 },
             };
+            if fast
+                && publish.reply.is_some()
+                && direct_writes::outside_tasks()
+                && self.connection_inner().queue_is_empty()
+            {
+                match self.publish_directly(publish) {
+                    None => return Ok(confirm),
+                    Some(back) => publish = back,
+                }
+            }
             let mut command = Command::Publish(publish);
             if fast {
                 match self.try_command(command)? {
@@ -395,6 +409,45 @@ impl Channel {
         };
         slowly.await?;
         Ok(confirm)
+    }
+
+    /// Writes a publish in confirm mode from this thread, with the driver idle and nothing
+    /// queued for it (see `shared/direct_writes.rs`): its frames go out with the next ones, at
+    /// the latest when this thread waits for a confirmation or the driver sweeps; the driver
+    /// enters it in the ledger. Gives it back if the driver is busy, the socket is TLS, or the
+    /// body needs more than one frame or is large enough to be worth not copying.
+    fn publish_directly(&self, mut publish: Publish) -> Option<Publish> {
+        let connection = &self.connection_inner().state;
+        if publish.body.len() >= DIRECT_BODY_MAX
+            || publish.body.len() > frame::body_chunk_len(connection.frame_max())
+        {
+            return Some(publish);
+        }
+        let channel = self.shared();
+        // The driver needs the rest of it for the ledger, not its bytes.
+        let frames = std::mem::take(&mut publish.frames);
+        let body = std::mem::take(&mut publish.body);
+        let back = connection
+            .direct
+            .publish(&connection.counters, publish, |held| {
+                if !channel.is_open() {
+                    return false;
+                }
+                held.extend_from_slice(&frames);
+                let mut sent = 2;
+                if !body.is_empty() {
+                    frame::encode_body(held, channel.id, &body);
+                    sent += 1;
+                }
+                connection.counters.published.incr();
+                connection.counters.frames_sent.add(sent);
+                true
+            });
+        back.map(|publish| Publish {
+            frames,
+            body,
+            ..publish
+        })
     }
 
     /// The slow path of [`Channel::enqueue_publish`]: waits for the connection to be
@@ -500,6 +553,8 @@ impl Channel {
         queue: &str,
         options: BasicGetOptions,
     ) -> Result<Option<GetMessage>> {
+        // Its acknowledgement is not part of a consumer's batch: written at once.
+        direct_writes::note_more_in_hand(false);
         let method = BasicGet {
             queue: ShortString::try_from(queue)?,
             no_ack: options.no_ack,
@@ -620,7 +675,13 @@ impl Channel {
             return Err(error);
         }
         self.shared().note_settled(ack);
-        let Some(batch) = self.shared().acks.push(ack) else {
+        let outbox = &self.shared().acks;
+        let batch = match direct_writes::outside_tasks() && self.connection_inner().queue_is_empty()
+        {
+            true => outbox.push_unless_written(ack, |ack| self.write_directly(ack)),
+            false => outbox.push(ack),
+        };
+        let Some(batch) = batch else {
             return Ok(());
         };
         let command = Command::Acks {
@@ -633,6 +694,36 @@ impl Channel {
         queued.map_err(|()| {
             self.shared().acks.abandon(&batch);
             self.closed_error()
+        })
+    }
+
+    /// Writes `ack` from this thread, with the driver idle and nothing queued for it (see
+    /// `shared/direct_writes.rs`): with the next ones while the thread has more deliveries in
+    /// hand (at the latest when its stream runs dry or the driver sweeps), at once otherwise.
+    /// Returns `false` if the driver is busy (or the socket is TLS): the acknowledgement must
+    /// then go through the driver.
+    fn write_directly(&self, ack: Acknowledgement) -> bool {
+        let connection = &self.connection_inner().state;
+        let channel = self.shared();
+        let last = !direct_writes::more_in_hand();
+        connection.direct.acknowledge(&connection.counters, last, |held| {
+            // Checked under the lock that keeps the driver from running: it cannot close the
+            // channel or lose the connection in between.
+            if !channel.is_open() {
+                return false;
+            }
+            let Some(wire_tag) = channel.wire_tag(ack.delivery_tag()) else {
+                warn!(
+                    channel = channel.id,
+                    delivery_tag = ack.delivery_tag(),
+                    "not sending an acknowledgement of a delivery from before the connection was recovered"
+                );
+                return false;
+            };
+            trace!(channel = channel.id, ?ack, "sending from the caller's thread");
+            ack.encode_frame(held, channel.id, wire_tag);
+            ack.count(&connection.counters);
+            true
         })
     }
 

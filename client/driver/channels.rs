@@ -176,11 +176,7 @@ impl ChannelState {
     /// The broker's delivery tag for a tag the application gave; `None` if it came on a
     /// connection since lost. Tag 0 (everything, with `multiple`) stays 0.
     pub(super) fn wire_tag(&self, tag: u64) -> Option<u64> {
-        match tag {
-            0 => Some(0),
-            tag if tag <= self.tag_offset => None,
-            tag => Some(tag - self.tag_offset),
-        }
+        crate::shared::channel::wire_tag(tag, self.tag_offset)
     }
 
     pub(super) fn is_open(&self) -> bool {

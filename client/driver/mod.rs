@@ -20,6 +20,7 @@ mod dispatch;
 mod handshake;
 mod reconnect;
 mod recovery;
+mod sweep;
 mod transport;
 mod write_queue;
 
@@ -40,6 +41,7 @@ use tracing::{Instrument, debug, trace, warn};
 use self::channels::{ChannelState, ChannelTable, PendingRpc, Phase, Waiter};
 use self::handshake::Opened;
 use self::recovery::Recovery;
+use self::sweep::Sweep;
 use self::transport::Transport;
 use self::write_queue::WriteQueue;
 use crate::config::{ConnectionOptions, Target};
@@ -148,6 +150,11 @@ pub(crate) struct Driver {
     /// consumer take a whole batch per wake-up instead of racing the driver one delivery at
     /// a time (a thread wake-up each, when the consumer runs on another thread).
     consumer_wakes: Vec<Waker>,
+    /// Publishes that threads wrote to the socket themselves, taken from `shared.direct` at
+    /// the start of a poll to be entered in the ledgers (kept for its storage).
+    direct_publishes: Vec<Publish>,
+    /// Bounds how long frames held by those threads wait (see [`Sweep`]).
+    sweep: Sweep,
     /// The connection's span (`telemetry::connection_span`), around the driver's task.
     span: tracing::Span,
 }
@@ -243,7 +250,7 @@ impl Driver {
         span: tracing::Span,
     ) -> Self {
         Self {
-            transport: Some(opened.transport),
+            transport: Some(opened.transport.share_writes(&shared.direct)),
             read_buf: opened.read_buf,
             decoder: FrameDecoder::new(opened.tuning.frame_max),
             writes: WriteQueue::default(),
@@ -262,6 +269,8 @@ impl Driver {
             stall: None,
             read_closed: false,
             consumer_wakes: Vec::new(),
+            direct_publishes: Vec::new(),
+            sweep: Sweep::default(),
             span,
         }
     }
@@ -270,7 +279,7 @@ impl Driver {
     fn install(&mut self, opened: Opened, target: Target) {
         crate::telemetry::record_server(&self.span, &target, opened.transport.local_port());
         self.target = target;
-        self.transport = Some(opened.transport);
+        self.transport = Some(opened.transport.share_writes(&self.shared.direct));
         self.read_buf = opened.read_buf;
         self.decoder = FrameDecoder::new(opened.tuning.frame_max);
         self.writes.clear();
@@ -287,6 +296,21 @@ impl Driver {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Threads that wrote their own acknowledgements and publishes stop now: what they
+        // held goes first, and their publishes enter the ledgers before any confirmation is
+        // read.
+        let mut publishes = std::mem::take(&mut self.direct_publishes);
+        let start = self
+            .shared
+            .direct
+            .begin_turn(self.writes.buffer(), &mut publishes);
+        for publish in publishes.drain(..) {
+            self.record_publish(publish);
+        }
+        self.direct_publishes = publishes;
+        if start.used {
+            self.sweep.arm();
+        }
         for _ in 0..TURNS_BEFORE_YIELD {
             if matches!(self.state, State::Closed) {
                 return Poll::Ready(());
@@ -299,12 +323,26 @@ impl Driver {
                 }
             };
             if !again {
+                if self.is_idle() {
+                    self.shared.direct.end_turn(cx.waker());
+                }
                 return Poll::Pending;
             }
         }
         // Busy for a while: let other tasks (consumers, publishers) run, then continue.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Whether the driver has nothing to write and nothing taken or held to carry out, on an
+    /// open connection: a thread may then write acknowledgements to the socket itself
+    /// (`shared/direct_writes.rs`) without overtaking anything of the driver's.
+    fn is_idle(&self) -> bool {
+        matches!(self.state, State::Open)
+            && self.transport.is_some()
+            && self.writes.is_empty()
+            && self.inbox.is_empty()
+            && self.held.is_empty()
     }
 
     /// One turn of the loop. Returns whether to turn again at once: whether some source stopped
@@ -331,6 +369,9 @@ impl Driver {
         again |= self.poll_commands(cx);
         let commands_held = self.writes.len() >= WRITE_HIGH_WATER;
         self.poll_heartbeat(cx)?;
+        if self.sweep.poll_expired(cx) {
+            self.shared.direct.disarm_sweep();
+        }
         self.poll_write(cx)?;
         // Commands were left queued for the writes to drain, and they have: nothing else
         // would wake the driver to take them.
@@ -757,13 +798,7 @@ impl Driver {
             };
             trace!(channel = channel.id, ?ack, "sending");
             ack.encode_frame(self.writes.buffer(), channel.id, wire_tag);
-            counters.frames_sent.incr();
-            match ack {
-                Acknowledgement::Ack { .. } => counters.acked.incr(),
-                Acknowledgement::Nack { .. } | Acknowledgement::Reject { .. } => {
-                    counters.rejected.incr()
-                }
-            }
+            ack.count(counters);
         }
     }
 
@@ -790,22 +825,38 @@ impl Driver {
         }
     }
 
-    fn publish(&mut self, publish: Publish) {
+    fn publish(&mut self, mut publish: Publish) {
+        let frames = std::mem::take(&mut publish.frames);
+        let body = std::mem::take(&mut publish.body);
+        let channel = publish.channel.id;
+        if !self.record_publish(publish) {
+            return;
+        }
+        self.writes.buffer().extend_from_slice(&frames);
+        let body_frames = self.writes.push_body(channel, &body, self.tuning.frame_max);
+        let counters = &self.shared.counters;
+        counters.published.incr();
+        // The method and header frames, then the body's.
+        counters.frames_sent.add(2 + body_frames);
+    }
+
+    /// Enters a publish in its channel's confirm ledger (or answers that no confirmation was
+    /// asked for); its frames are written separately. Returns `false`, having answered the
+    /// publisher, if the channel is gone.
+    fn record_publish(&mut self, publish: Publish) -> bool {
         let Publish {
             channel,
-            frames,
-            body,
             reply,
             mandatory,
             permit,
+            ..
         } = publish;
         let Some(state) = self.channels.get_open(channel) else {
             if let Some(reply) = reply {
                 self.reject_for_gone_channel(channel, reply);
             }
-            return;
+            return false;
         };
-        let channel = channel.id;
         match &mut state.ledger {
             Some(ledger) => {
                 ledger.push(Unconfirmed {
@@ -821,12 +872,7 @@ impl Driver {
                 }
             }
         }
-        self.writes.buffer().extend_from_slice(&frames);
-        let body_frames = self.writes.push_body(channel, &body, self.tuning.frame_max);
-        let counters = &self.shared.counters;
-        counters.published.incr();
-        // The method and header frames, then the body's.
-        counters.frames_sent.add(2 + body_frames);
+        true
     }
 
     fn close_channel(&mut self, key: ChannelKey, reply: Option<oneshot::Sender<Result<()>>>) {

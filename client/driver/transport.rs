@@ -2,13 +2,16 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 
 use crate::config::{ConnectionOptions, Target};
 use crate::error::{Error, Result};
+use crate::shared::direct_writes::DirectWrites;
 use crate::tls::TlsStream;
 
 /// A connected socket, with or without TLS.
@@ -17,8 +20,11 @@ use crate::tls::TlsStream;
 /// recovery can put a new one in place of the old.
 #[derive(Debug)]
 pub(crate) enum Transport {
-    /// Plain TCP.
+    /// Plain TCP, during the handshake.
     Tcp(TcpStream),
+    /// Plain TCP once the driver runs it: the write half is shared with the threads that
+    /// write their own acknowledgements ([`DirectWrites`]).
+    SharedTcp(SharedTcp),
     /// TLS over TCP (boxed: the TLS state is large).
     Tls(Box<TlsStream<TcpStream>>),
     /// An in-memory stream, for the fuzz target that plays the server (feature `fuzzing`).
@@ -63,10 +69,29 @@ impl Transport {
         }
     }
 
+    /// The transport the driver runs: plain TCP shares its write half through `writes`, so
+    /// that a thread that is not a runtime worker can write its acknowledgements itself;
+    /// TLS stays the driver's alone.
+    pub(crate) fn share_writes(self, writes: &Arc<DirectWrites>) -> Self {
+        match self {
+            Self::Tcp(tcp) => {
+                let (read, write) = tcp.into_split();
+                let generation = writes.attach(write);
+                Self::SharedTcp(SharedTcp {
+                    read,
+                    writes: writes.clone(),
+                    generation,
+                })
+            }
+            other => other,
+        }
+    }
+
     /// The local TCP port, for the connection's span.
     pub(crate) fn local_port(&self) -> Option<u16> {
         let tcp = match self {
             Self::Tcp(tcp) => tcp,
+            Self::SharedTcp(shared) => shared.read.as_ref(),
             #[cfg(feature = "tls")]
             Self::Tls(tls) => tls.get_ref().0,
             #[cfg(not(feature = "tls"))]
@@ -118,6 +143,7 @@ impl AsyncRead for Transport {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::SharedTcp(s) => Pin::new(&mut s.read).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             #[cfg(feature = "fuzzing")]
             Self::Memory(s) => Pin::new(s).poll_read(cx, buf),
@@ -133,6 +159,7 @@ impl AsyncWrite for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::SharedTcp(s) => s.writes.poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             #[cfg(feature = "fuzzing")]
             Self::Memory(s) => Pin::new(s).poll_write(cx, buf),
@@ -146,6 +173,7 @@ impl AsyncWrite for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::SharedTcp(s) => s.writes.poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             #[cfg(feature = "fuzzing")]
             Self::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
@@ -155,6 +183,7 @@ impl AsyncWrite for Transport {
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Tcp(s) => s.is_write_vectored(),
+            Self::SharedTcp(_) => true,
             Self::Tls(s) => s.is_write_vectored(),
             #[cfg(feature = "fuzzing")]
             Self::Memory(s) => s.is_write_vectored(),
@@ -164,6 +193,8 @@ impl AsyncWrite for Transport {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            // TCP has nothing to flush.
+            Self::SharedTcp(_) => Poll::Ready(Ok(())),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             #[cfg(feature = "fuzzing")]
             Self::Memory(s) => Pin::new(s).poll_flush(cx),
@@ -173,9 +204,26 @@ impl AsyncWrite for Transport {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::SharedTcp(s) => s.writes.poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             #[cfg(feature = "fuzzing")]
             Self::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+/// A TCP socket whose write half is shared through [`DirectWrites`].
+#[derive(Debug)]
+pub(crate) struct SharedTcp {
+    read: OwnedReadHalf,
+    writes: Arc<DirectWrites>,
+    /// Which socket of the connection this is, for [`DirectWrites::detach`].
+    generation: u64,
+}
+
+impl Drop for SharedTcp {
+    fn drop(&mut self) {
+        // The socket is gone for the acknowledging threads too (closing its write half).
+        self.writes.detach(self.generation);
     }
 }

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
 
+use super::stats::Counters;
 use crate::frame::{FRAME_END, FRAME_METHOD};
 use crate::protocol::{BasicAck, BasicNack, BasicReject, Method};
 use crate::wire::AmqpMethod;
@@ -105,6 +106,15 @@ impl Acknowledgement {
         })
     }
 
+    /// Counts it as sent in the connection's `counters`.
+    pub(crate) fn count(self, counters: &Counters) {
+        counters.frames_sent.incr();
+        match self {
+            Self::Ack { .. } => counters.acked.incr(),
+            Self::Nack { .. } | Self::Reject { .. } => counters.rejected.incr(),
+        }
+    }
+
     /// The delivery tag it names.
     pub(crate) fn delivery_tag(self) -> u64 {
         match self {
@@ -166,11 +176,26 @@ impl AckOutbox {
     /// driver had taken it): the caller must then send the driver its command, or
     /// [`abandon`](Self::abandon) it.
     pub(crate) fn push(&self, ack: Acknowledgement) -> Option<Arc<AckBatch>> {
+        self.push_unless_written(ack, |_| false)
+    }
+
+    /// [`push`](Self::push), except that when no batch is open, `write` may take `ack` to
+    /// write it without the driver (returning `true`: see `direct_writes.rs`). It runs
+    /// under this outbox's lock, so that no acknowledgement of the channel made meanwhile
+    /// opens a batch that the driver could write first.
+    pub(crate) fn push_unless_written(
+        &self,
+        ack: Acknowledgement,
+        write: impl FnOnce(Acknowledgement) -> bool,
+    ) -> Option<Arc<AckBatch>> {
         let mut open = lock(&self.open);
         if let Some(batch) = open.as_ref()
             && let Some(acks) = lock(&batch.acks).as_mut()
         {
             acks.push(ack);
+            return None;
+        }
+        if write(ack) {
             return None;
         }
         let batch = Arc::new(AckBatch {

@@ -109,6 +109,12 @@ impl ChannelShared {
         delivery_tag != 0 && delivery_tag <= self.tag_offset.load(Ordering::Acquire)
     }
 
+    /// The broker's delivery tag for `delivery_tag`, or `None` if it came on a connection
+    /// since lost (see [`Self::is_stale`]).
+    pub(crate) fn wire_tag(&self, delivery_tag: u64) -> Option<u64> {
+        wire_tag(delivery_tag, self.tag_offset.load(Ordering::Acquire))
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }
@@ -167,5 +173,15 @@ impl ChannelShared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// The broker's delivery tag for a tag the application gave, given the channel's tag offset;
+/// `None` if it came on a connection since lost. Tag 0 (everything, with `multiple`) stays 0.
+pub(crate) fn wire_tag(tag: u64, tag_offset: u64) -> Option<u64> {
+    match tag {
+        0 => Some(0),
+        tag if tag <= tag_offset => None,
+        tag => Some(tag - tag_offset),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 use super::delivery_queue::Budget;
+use super::direct_writes::DirectWrites;
 use super::stats::Counters;
 use crate::config::BlockedPolicy;
 use crate::error::Error;
@@ -158,6 +159,8 @@ pub(crate) struct ConnectionShared {
     blocked_since: Mutex<Option<std::time::Instant>>,
     /// What the connection did, for `Connection::stats`.
     pub(crate) counters: Counters,
+    /// The socket's write side, for acknowledgements written by the application's thread.
+    pub(crate) direct: Arc<DirectWrites>,
 }
 
 impl ConnectionShared {
@@ -186,6 +189,7 @@ impl ConnectionShared {
             topology: Mutex::new(Topology::default()),
             consumer_budget: Arc::new(Budget::new(consumer_budget)),
             counters: Counters::default(),
+            direct: Arc::default(),
             server: Mutex::new(Server::default()),
             blocked_since: Mutex::new(None),
         };

@@ -326,6 +326,12 @@ impl<T> Receiver<T> {
         Poll::Pending
     }
 
+    /// Whether items taken in the last batch wait to be handed out (without a lock: the
+    /// shared queue may hold more).
+    pub(crate) fn has_taken(&self) -> bool {
+        !self.taken.is_empty()
+    }
+
     /// Items waiting to be handed out.
     pub(crate) fn len(&self) -> usize {
         self.taken.len() + self.shared.lock().items.len()

@@ -12,6 +12,7 @@ pub(crate) mod command;
 pub(crate) mod connection;
 pub(crate) mod consumer;
 pub(crate) mod delivery_queue;
+pub(crate) mod direct_writes;
 pub(crate) mod ledger;
 pub(crate) mod messages;
 pub(crate) mod stats;
