@@ -1205,6 +1205,96 @@ async fn publishes_held_back_by_a_peer_that_stops_reading_all_arrive_once_it_rea
     assert_eq!(declared.name, "after");
 }
 
+/// The same outside the runtime's tasks (this test's body runs in `block_on`), in confirm mode,
+/// where the caller writes its publishes to the socket itself while the driver is idle: once
+/// the socket stops taking them, the rest of what the caller held goes to the driver, and
+/// every publish arrives whole and in order (no frame cut into by another), is entered in the
+/// ledger in that order, and is confirmed.
+#[tokio::test]
+async fn confirmed_publishes_written_by_the_callers_thread_survive_a_full_socket() {
+    const PUBLISHES: usize = 20_000;
+    const BODY: usize = 1000;
+    let (connection, mut peer) = connect(defaults, Tune::default()).await;
+    let channel = tokio::join!(connection.open_channel(), peer.accept_channel())
+        .0
+        .unwrap();
+    let id = channel.id();
+    let (selected, ()) = tokio::join!(channel.confirm_select(Default::default()), async {
+        let _: ConfirmSelect = peer.expect_method(id).await;
+        peer.send_method(id, &ConfirmSelectOk {}).await;
+    });
+    selected.unwrap();
+    let body_of = |i: usize| {
+        let mut body = vec![(i % 251) as u8; BODY];
+        body[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        bytes::Bytes::from(body)
+    };
+    let publishing = async {
+        let mut confirms = Vec::with_capacity(PUBLISHES);
+        for i in 0..PUBLISHES {
+            let confirm = channel
+                .basic_publish(
+                    "",
+                    "q",
+                    Default::default(),
+                    body_of(i),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
+        }
+        let mut acked = 0;
+        for confirm in confirms {
+            assert_eq!(confirm.await.unwrap(), warren::Confirmation::Ack);
+            acked += 1;
+        }
+        acked
+    };
+    let broker = async {
+        // About 20 MiB are on their way; the peer reads nothing for a while.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut published = 0;
+        while published < PUBLISHES {
+            match peer.next_frame().await {
+                Some(Frame::Method { channel, method }) => {
+                    assert_eq!(channel, id);
+                    assert!(
+                        matches!(method, warren::protocol::Method::BasicPublish(_)),
+                        "publish {published}: {method:?}"
+                    );
+                }
+                Some(Frame::Header { header, .. }) => {
+                    assert_eq!(header.body_size, BODY as u64, "publish {published}");
+                }
+                Some(Frame::Body { payload, .. }) => {
+                    assert_eq!(payload, body_of(published), "publish {published}");
+                    published += 1;
+                    // Confirmed as they come, in bursts.
+                    if published % 1000 == 0 {
+                        let ack = BasicAck {
+                            delivery_tag: published as u64,
+                            multiple: true,
+                        };
+                        peer.send_method(id, &ack).await;
+                    }
+                }
+                Some(Frame::Heartbeat) => {}
+                None => panic!("the client closed the socket after {published} publishes"),
+            }
+        }
+    };
+    let (acked, ()) = within(
+        Duration::from_secs(60),
+        "publishing through a full socket",
+        async { tokio::join!(publishing, broker) },
+    )
+    .await;
+    assert_eq!(acked, PUBLISHES);
+    assert_eq!(connection.stats().published, PUBLISHES as u64);
+    assert!(connection.is_open());
+}
+
 // ===== 10. random bytes =====
 
 /// Sends `bytes` after the handshake (with channel 1 open), then ends the stream (so that a
