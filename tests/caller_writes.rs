@@ -14,13 +14,6 @@ use warren::{
     QueueDeclareOptions,
 };
 
-fn current_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
 /// A fanout exchange for dead letters and the queue it feeds (named, so that another
 /// connection can read it).
 async fn dead_letters(channel: &warren::Channel, cleanup: &mut Cleanup) -> (String, String) {
@@ -52,13 +45,18 @@ async fn work_queue(channel: &warren::Channel, cleanup: &mut Cleanup, dlx: &str)
     work
 }
 
-/// On a current-thread runtime the driver runs only while `block_on` does. A rejection made
-/// just before `block_on` returns must still reach the broker: the application's thread
-/// wrote it (through the driver, it would wait for the next `block_on`).
+/// A rejection made in `block_on` while the runtime's only worker, where the driver runs, is
+/// kept busy must still reach the broker: the application's thread wrote it (through the
+/// driver, it would wait for the worker).
 #[test]
 fn a_rejection_made_outside_the_runtime_reaches_the_broker_without_the_driver() {
     let mut cleanup = Cleanup::new();
-    let runtime = current_thread_runtime();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (release, released) = std::sync::mpsc::channel::<()>();
     let (connection, dead) = runtime.block_on(run(async {
         let connection = connect().await;
         let channel = confirm_channel(&connection).await;
@@ -72,15 +70,26 @@ fn a_rejection_made_outside_the_runtime_reaches_the_broker_without_the_driver() 
         .await
         .expect("consuming");
         let delivery = next_delivery(&mut consumer).await;
+        // Let the driver finish its turn, then take the worker away from it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (blocking, blocked) = std::sync::mpsc::channel();
+        tokio::spawn(async move {
+            blocking.send(()).expect("the test waits");
+            let _ = released.recv();
+        });
+        blocked.recv().expect("the worker is blocked");
         delivery
             .reject(BasicRejectOptions { requeue: false })
             .await
             .expect("rejecting");
         (connection, dead)
     }));
-    // That runtime's driver cannot run now. Another runtime, on this same thread, looks for
-    // the message in the dead-letter queue.
-    let checker = current_thread_runtime();
+    // Another runtime looks for the message in the dead-letter queue while the first one's
+    // worker is still blocked.
+    let checker = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
     checker.block_on(run(async {
         let connection = connect().await;
         let channel = open(&connection).await;
@@ -99,6 +108,7 @@ fn a_rejection_made_outside_the_runtime_reaches_the_broker_without_the_driver() 
         );
         connection.close().await.expect("closing");
     }));
+    release.send(()).expect("the blocking task waits");
     runtime.block_on(async { connection.close().await.expect("closing") });
 }
 

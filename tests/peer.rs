@@ -1205,12 +1205,13 @@ async fn publishes_held_back_by_a_peer_that_stops_reading_all_arrive_once_it_rea
     assert_eq!(declared.name, "after");
 }
 
-/// The same outside the runtime's tasks (this test's body runs in `block_on`), in confirm mode,
+/// The same outside the runtime's tasks (this test's body runs in `block_on`, beside the
+/// workers of a multi-thread runtime), in confirm mode,
 /// where the caller writes its publishes to the socket itself while the driver is idle: once
 /// the socket stops taking them, the rest of what the caller held goes to the driver, and
 /// every publish arrives whole and in order (no frame cut into by another), is entered in the
 /// ledger in that order, and is confirmed.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn confirmed_publishes_written_by_the_callers_thread_survive_a_full_socket() {
     const PUBLISHES: usize = 20_000;
     const BODY: usize = 1000;

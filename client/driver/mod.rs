@@ -51,7 +51,7 @@ use crate::protocol::{ChannelClose, ChannelOpen, ConnectionClose, Method, ReplyC
 use crate::shared::acks::Acknowledgement;
 use crate::shared::command::{ChannelKey, Command, OnReply, Publish, Rpc};
 use crate::shared::connection::{ConnectionEvent, ConnectionShared, ConnectionStatus, Tuning};
-use crate::shared::ledger::{ConfirmLedger, Confirmation, Unconfirmed};
+use crate::shared::ledger::{ConfirmLedger, Confirmation, Mandatory, Unconfirmed};
 use crate::shared::stats::Counter;
 use crate::wire::{AmqpMethod, ShortString};
 
@@ -296,20 +296,8 @@ impl Driver {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        // Threads that wrote their own acknowledgements and publishes stop now: what they
-        // held goes first, and their publishes enter the ledgers before any confirmation is
-        // read.
-        let mut publishes = std::mem::take(&mut self.direct_publishes);
-        let start = self
-            .shared
-            .direct
-            .begin_turn(self.writes.buffer(), &mut publishes);
-        for publish in publishes.drain(..) {
-            self.record_publish(publish);
-        }
-        self.direct_publishes = publishes;
-        if start.used {
-            self.sweep.arm();
+        if self.shares_writes() {
+            self.take_direct_writes();
         }
         for _ in 0..TURNS_BEFORE_YIELD {
             if matches!(self.state, State::Closed) {
@@ -334,12 +322,36 @@ impl Driver {
         Poll::Pending
     }
 
+    /// Whether threads outside the runtime's tasks may write to this connection's socket
+    /// themselves (`shared/direct_writes.rs`): plain TCP on a multi-thread runtime.
+    fn shares_writes(&self) -> bool {
+        matches!(self.transport, Some(Transport::SharedTcp(_)))
+    }
+
+    /// Stops the threads that write to the socket themselves, at the start of a poll: what
+    /// they held goes out first, and their publishes enter the ledgers before any
+    /// confirmation is read.
+    fn take_direct_writes(&mut self) {
+        let mut publishes = std::mem::take(&mut self.direct_publishes);
+        let start = self
+            .shared
+            .direct
+            .begin_turn(self.writes.buffer(), &mut publishes);
+        for publish in publishes.drain(..) {
+            self.record_direct_publish(publish);
+        }
+        self.direct_publishes = publishes;
+        if start.used {
+            self.sweep.arm();
+        }
+    }
+
     /// Whether the driver has nothing to write and nothing taken or held to carry out, on an
-    /// open connection: a thread may then write acknowledgements to the socket itself
-    /// (`shared/direct_writes.rs`) without overtaking anything of the driver's.
+    /// open connection whose socket it shares: a thread may then write to the socket itself
+    /// without overtaking anything of the driver's.
     fn is_idle(&self) -> bool {
         matches!(self.state, State::Open)
-            && self.transport.is_some()
+            && self.shares_writes()
             && self.writes.is_empty()
             && self.inbox.is_empty()
             && self.held.is_empty()
@@ -825,25 +837,30 @@ impl Driver {
         }
     }
 
-    fn publish(&mut self, mut publish: Publish) {
-        let frames = std::mem::take(&mut publish.frames);
-        let body = std::mem::take(&mut publish.body);
-        let channel = publish.channel.id;
-        if !self.record_publish(publish) {
+    fn publish(&mut self, publish: Publish) {
+        let Publish {
+            channel,
+            frames,
+            body,
+            reply,
+            mandatory,
+            permit,
+        } = publish;
+        if !self.record_publish(channel, reply, mandatory, permit) {
             return;
         }
         self.writes.buffer().extend_from_slice(&frames);
-        let body_frames = self.writes.push_body(channel, &body, self.tuning.frame_max);
+        let body_frames = self
+            .writes
+            .push_body(channel.id, &body, self.tuning.frame_max);
         let counters = &self.shared.counters;
         counters.published.incr();
         // The method and header frames, then the body's.
         counters.frames_sent.add(2 + body_frames);
     }
 
-    /// Enters a publish in its channel's confirm ledger (or answers that no confirmation was
-    /// asked for); its frames are written separately. Returns `false`, having answered the
-    /// publisher, if the channel is gone.
-    fn record_publish(&mut self, publish: Publish) -> bool {
+    /// Enters a publish that a thread wrote to the socket itself in its channel's ledger.
+    fn record_direct_publish(&mut self, publish: Publish) {
         let Publish {
             channel,
             reply,
@@ -851,6 +868,20 @@ impl Driver {
             permit,
             ..
         } = publish;
+        self.record_publish(channel, reply, mandatory, permit);
+    }
+
+    /// Enters a publish in its channel's confirm ledger (or answers that no confirmation was
+    /// asked for); its frames are written separately. Returns `false`, having answered the
+    /// publisher, if the channel is gone.
+    #[inline]
+    fn record_publish(
+        &mut self,
+        channel: ChannelKey,
+        reply: Option<oneshot::Sender<Result<Confirmation>>>,
+        mandatory: Option<Box<Mandatory>>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> bool {
         let Some(state) = self.channels.get_open(channel) else {
             if let Some(reply) = reply {
                 self.reject_for_gone_channel(channel, reply);

@@ -70,11 +70,16 @@ impl Transport {
     }
 
     /// The transport the driver runs: plain TCP shares its write half through `writes`, so
-    /// that a thread that is not a runtime worker can write its acknowledgements itself;
-    /// TLS stays the driver's alone.
+    /// that a thread outside the runtime's tasks can write its acknowledgements and publishes
+    /// itself; TLS stays the driver's alone. Only on a multi-thread runtime: on a
+    /// current-thread one the driver runs on the application's thread, so handing work to it
+    /// wakes no other thread, and writing directly would only write less at a time.
     pub(crate) fn share_writes(self, writes: &Arc<DirectWrites>) -> Self {
+        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
         match self {
-            Self::Tcp(tcp) => {
+            Self::Tcp(tcp) if multi_thread => {
                 let (read, write) = tcp.into_split();
                 let generation = writes.attach(write);
                 Self::SharedTcp(SharedTcp {

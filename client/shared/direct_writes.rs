@@ -136,8 +136,10 @@ impl DirectWrites {
 
     /// Drops the socket of `generation` (the connection is gone), with the bytes held for it:
     /// acknowledgements of deliveries from a lost connection are not sent, as the driver does
-    /// not send those queued for it. (Publishes are never held across a loss: the driver takes
-    /// them at the start of the turn in which it finds the loss.)
+    /// not send those queued for it. Publishes are not here when the driver loses a socket (it
+    /// takes them at the start of the turn in which it finds the loss); if the driver itself
+    /// is gone (its runtime shut down), dropping them ends their confirmations with the
+    /// connection's error, as dropping its queue does for those queued.
     pub(crate) fn detach(&self, generation: u64) {
         let mut state = self.lock();
         if state.generation != generation {
@@ -152,6 +154,7 @@ impl DirectWrites {
         state.socket = None;
         state.driver_idle = false;
         state.clear_held();
+        state.publishes.clear();
         self.has_held.store(false, Ordering::Release);
     }
 
