@@ -596,6 +596,12 @@ impl Channel {
 
     /// Acknowledges a delivery of this channel (`basic.ack`).
     ///
+    /// Returns once the acknowledgement is on its way: queued for the connection's driver, or,
+    /// outside the runtime's tasks on a multi-thread runtime, written by this thread or held
+    /// to go out with the next ones (at the latest when this thread waits on its consumer,
+    /// acknowledges its last delivery in hand, or after 10 ms; README.md, "Speed: where your
+    /// loop runs"). Acknowledgements of a channel reach the broker in the order they were made.
+    ///
     /// Fails with [`Error::StaleDelivery`] for a delivery that came before the connection was
     /// lost and recovered (its tag means nothing on the new connection; the broker delivers
     /// the message again).
