@@ -33,6 +33,20 @@ fn declare_ok(queue: &str, message_count: u32) -> QueueDeclareOk {
     }
 }
 
+/// Opens a channel and selects confirm mode on it, the peer answering both.
+async fn confirm_channel(connection: &Connection, peer: &mut support::Peer) -> warren::Channel {
+    let channel = tokio::join!(connection.open_channel(), peer.accept_channel())
+        .0
+        .unwrap();
+    let id = channel.id();
+    let (selected, ()) = tokio::join!(channel.confirm_select(Default::default()), async {
+        let _: ConfirmSelect = peer.expect_method(id).await;
+        peer.send_method(id, &ConfirmSelectOk {}).await;
+    });
+    selected.unwrap();
+    channel
+}
+
 /// The fake broker's options as they are (no heartbeats, 5 s deadlines).
 fn defaults(options: ConnectionOptions) -> ConnectionOptions {
     options
@@ -882,17 +896,10 @@ async fn a_skipped_body_must_still_be_framed_right() {
 /// confirmation, with the properties left empty.
 #[tokio::test]
 async fn a_returned_message_with_undecodable_headers_still_resolves() {
-    use warren::protocol::{BasicPublish, BasicReturn, ConfirmSelect, ConfirmSelectOk};
+    use warren::protocol::{BasicPublish, BasicReturn};
     let (connection, mut peer) = connect(defaults, Tune::default()).await;
-    let channel = tokio::join!(connection.open_channel(), peer.accept_channel())
-        .0
-        .unwrap();
+    let channel = confirm_channel(&connection, &mut peer).await;
     let id = channel.id();
-    let (selected, ()) = tokio::join!(channel.confirm_select(Default::default()), async {
-        let _: ConfirmSelect = peer.expect_method(id).await;
-        peer.send_method(id, &ConfirmSelectOk {}).await;
-    });
-    selected.unwrap();
     let mandatory = warren::BasicPublishOptions {
         mandatory: true,
         ..Default::default()
@@ -1216,15 +1223,8 @@ async fn confirmed_publishes_written_by_the_callers_thread_survive_a_full_socket
     const PUBLISHES: usize = 20_000;
     const BODY: usize = 1000;
     let (connection, mut peer) = connect(defaults, Tune::default()).await;
-    let channel = tokio::join!(connection.open_channel(), peer.accept_channel())
-        .0
-        .unwrap();
+    let channel = confirm_channel(&connection, &mut peer).await;
     let id = channel.id();
-    let (selected, ()) = tokio::join!(channel.confirm_select(Default::default()), async {
-        let _: ConfirmSelect = peer.expect_method(id).await;
-        peer.send_method(id, &ConfirmSelectOk {}).await;
-    });
-    selected.unwrap();
     let body_of = |i: usize| {
         let mut body = vec![(i % 251) as u8; BODY];
         body[..8].copy_from_slice(&(i as u64).to_be_bytes());
