@@ -699,6 +699,18 @@ async fn recover_redelivers_unacked_messages() {
         within("ack", again.ack(BasicAckOptions::default()))
             .await
             .unwrap();
+        // The first delivery's tag means nothing to the broker now: settling it is refused
+        // (the broker would close the channel), through the delivery and through the channel.
+        let old = within(
+            "ack of the requeued delivery",
+            first.ack(Default::default()),
+        )
+        .await;
+        assert_refused(old, "basic.recover requeued");
+        let raw = channel.basic_ack(first.delivery_tag(), BasicAckOptions::default());
+        assert_refused(within("raw ack", raw).await, "basic.recover requeued");
+        // A round trip: the channel is still open.
+        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
         assert!(channel.is_open());
         within("connection.close", connection.close())
             .await
@@ -742,6 +754,10 @@ async fn recover_async_redelivers_unacked_messages() {
         within("ack", again.ack(BasicAckOptions::default()))
             .await
             .unwrap();
+        let old = within("ack of the requeued message", first.ack(Default::default())).await;
+        assert_refused(old, "basic.recover requeued");
+        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
+        assert!(channel.is_open());
         within("connection.close", connection.close())
             .await
             .unwrap();

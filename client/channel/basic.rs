@@ -733,16 +733,26 @@ impl Channel {
         })
     }
 
-    /// Refuses to acknowledge a delivery from before a recovery.
+    /// Refuses to acknowledge a delivery from before a recovery, or one that `basic.recover`
+    /// requeued.
     fn check_fresh(&self, delivery_tag: u64) -> Result<()> {
-        match self.shared().is_stale(delivery_tag) {
-            true => Err(Error::StaleDelivery { delivery_tag }),
-            false => Ok(()),
+        if self.shared().is_stale(delivery_tag) {
+            return Err(Error::StaleDelivery { delivery_tag });
         }
+        if self.shared().requeued_by_recover(delivery_tag) {
+            return Err(Error::InvalidState(
+                "basic.recover requeued this delivery; settle its redelivery, which has a new delivery tag",
+            ));
+        }
+        Ok(())
     }
 
     /// Redelivers this channel's unacknowledged messages (`basic.recover`) and waits for the
     /// broker to confirm (`basic.recover-ok`).
+    ///
+    /// The redeliveries come with new delivery tags: settling a delivery handed out before
+    /// the recover, and not settled then, fails afterwards with [`Error::InvalidState`] and
+    /// sends nothing (the broker would close the channel for an unknown tag).
     pub async fn basic_recover(&self, options: BasicRecoverOptions) -> Result<()> {
         // The specification gives basic.recover no <response>, though RabbitMQ answers it.
         const REPLIES: &[crate::wire::MethodId] = &[BasicRecoverOk::ID];

@@ -395,6 +395,11 @@ impl Driver {
                 state.shared.confirm_mode.store(true, Ordering::Release);
             }
             Method::TxSelect(_) => state.tx = true,
+            // What was delivered so far and not settled is back in the queue, to come again
+            // under new tags: acknowledging the old ones would close the channel.
+            Method::BasicRecover(_) | Method::BasicRecoverAsync(_) => {
+                state.shared.note_recovered(state.last_tag)
+            }
             Method::ExchangeDeclare(declare) if !declare.passive => {
                 topology.declare_exchange(RecordedExchange {
                     name: declare.exchange.clone(),

@@ -834,6 +834,9 @@ impl Driver {
                 start_confirms_if_selected(state, &method, &self.shared.counters.awaiting_confirms);
             }
             self.after_reply(channel, &method, None, OnReply::Nothing);
+        } else if matches!(method, Method::BasicRecoverAsync(_)) {
+            // No reply will come; it takes effect as it is written.
+            self.after_reply(channel, &method, None, OnReply::Nothing);
         }
     }
 

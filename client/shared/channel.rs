@@ -42,6 +42,9 @@ pub(crate) struct ChannelShared {
     /// The highest tag a `multiple` ack or nack settled, with all below it (see
     /// [`Self::settled_by_multiple`]).
     settled_through: AtomicU64,
+    /// The highest tag handed out before the last `basic.recover` (see
+    /// [`Self::requeued_by_recover`]).
+    recovered_through: AtomicU64,
 }
 
 /// The sender of a channel's returns streams. It is made by the first `returns()` call, not
@@ -71,6 +74,7 @@ impl ChannelShared {
             tag_offset: AtomicU64::new(0),
             acks: AckOutbox::default(),
             settled_through: AtomicU64::new(0),
+            recovered_through: AtomicU64::new(0),
         }
     }
 
@@ -97,6 +101,19 @@ impl ChannelShared {
     /// would make the broker close the channel (406, unknown delivery tag).
     pub(crate) fn settled_by_multiple(&self, delivery_tag: u64) -> bool {
         delivery_tag <= self.settled_through.load(Ordering::Acquire)
+    }
+
+    /// Records a `basic.recover`: every delivery up to `last_tag`, the highest tag handed out
+    /// before it, that was not settled is back in its queue and comes again under a new tag.
+    pub(crate) fn note_recovered(&self, last_tag: u64) {
+        self.recovered_through.fetch_max(last_tag, Ordering::AcqRel);
+    }
+
+    /// Whether a `basic.recover` requeued `delivery_tag` (if it was not settled before):
+    /// settling it now would make the broker close the channel (406, unknown delivery tag).
+    /// Tag 0 (with `multiple`, "everything so far") is never refused.
+    pub(crate) fn requeued_by_recover(&self, delivery_tag: u64) -> bool {
+        delivery_tag != 0 && delivery_tag <= self.recovered_through.load(Ordering::Acquire)
     }
 
     /// Whether `delivery_tag` came on a connection since lost and recovered.
