@@ -289,6 +289,7 @@ impl DirectWrites {
     /// Accounts for a frame just appended: holds it while the sweep is armed, unless `last` or
     /// [`HOLD_MAX`] are held; writes what is held otherwise.
     fn added(&self, state: &mut State, counters: &Counters, last: bool) {
+        counters.direct_writes.incr();
         state.used = true;
         state.held_count += 1;
         if last || !state.sweep_armed || state.held_count >= HOLD_MAX {

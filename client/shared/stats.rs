@@ -49,6 +49,11 @@ pub struct ConnectionStats {
     pub disconnects: u64,
     /// Times it was reconnected and restored.
     pub recoveries: u64,
+    /// Acknowledgements and confirmed publishes that the application's own threads wrote to
+    /// the socket (made outside the runtime's tasks while the connection's driver was idle;
+    /// README, "Speed: where your loop runs") rather than handing them to the driver. They
+    /// count in `acked`, `rejected`, `published` and `frames_sent` too.
+    pub direct_writes: u64,
 }
 
 impl ConnectionStats {
@@ -72,6 +77,7 @@ impl ConnectionStats {
             heartbeats_missed: d(self.heartbeats_missed, earlier.heartbeats_missed),
             disconnects: d(self.disconnects, earlier.disconnects),
             recoveries: d(self.recoveries, earlier.recoveries),
+            direct_writes: d(self.direct_writes, earlier.direct_writes),
         }
     }
 }
@@ -123,6 +129,7 @@ pub(crate) struct Counters {
     pub heartbeats_missed: Counter,
     pub disconnects: Counter,
     pub recoveries: Counter,
+    pub direct_writes: Counter,
     /// Publishes in confirm mode not yet settled, kept by the channels' ledgers (a gauge).
     pub awaiting_confirms: std::sync::Arc<Counter>,
     /// Milliseconds the broker kept the connection blocked, up to the last unblock.
@@ -149,6 +156,7 @@ impl Counters {
             heartbeats_missed: self.heartbeats_missed.get(),
             disconnects: self.disconnects.get(),
             recoveries: self.recoveries.get(),
+            direct_writes: self.direct_writes.get(),
         }
     }
 }
