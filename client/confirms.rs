@@ -60,8 +60,7 @@ impl Future for PublishConfirm {
                 Poll::Pending => {
                     // Publishes this thread held (`shared/direct_writes.rs`) go out before it
                     // waits.
-                    let connection = &channel.connection_inner().state;
-                    connection.direct.flush(&connection.counters);
+                    channel.connection_inner().state.flush_direct_writes();
                     Poll::Pending
                 }
             },

@@ -232,8 +232,7 @@ impl Stream for Consumer {
         // (`shared/direct_writes.rs`); a stream that runs dry ends it.
         direct_writes::note_more_in_hand(self.receiver.has_taken());
         if next.is_pending() {
-            let connection = &self.channel.connection_inner().state;
-            connection.direct.flush(&connection.counters);
+            self.channel.connection_inner().state.flush_direct_writes();
         }
         match next {
             Poll::Ready(Some(raw)) if self.stream || telemetry::tracing_operations() => {
@@ -260,8 +259,7 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         // Acknowledgements this thread held wait for nobody now.
         direct_writes::note_more_in_hand(false);
-        let connection = &self.channel.connection_inner().state;
-        connection.direct.flush(&connection.counters);
+        self.channel.connection_inner().state.flush_direct_writes();
         if self.finished || !self.channel.is_open() {
             return;
         }

@@ -38,7 +38,7 @@ use crate::shared::direct_writes;
 use crate::shared::ledger::Mandatory;
 use crate::telemetry;
 use crate::wire::{AmqpMethod, ShortString};
-use tracing::{Instrument, trace, warn};
+use tracing::{Instrument, trace};
 
 impl Channel {
     /// Limits unacknowledged deliveries (`basic.qos`): the broker stops delivering to a
@@ -384,11 +384,7 @@ impl Channel {
                     Err(_) => false,
                 },
             };
-            if fast
-                && publish.reply.is_some()
-                && direct_writes::outside_tasks()
-                && self.connection_inner().queue_is_empty()
-            {
+            if fast && publish.reply.is_some() && self.may_write_directly() {
                 match self.publish_directly(publish) {
                     None => return Ok(confirm),
                     Some(back) => publish = back,
@@ -682,8 +678,7 @@ impl Channel {
         }
         self.shared().note_settled(ack);
         let outbox = &self.shared().acks;
-        let batch = match direct_writes::outside_tasks() && self.connection_inner().queue_is_empty()
-        {
+        let batch = match self.may_write_directly() {
             true => outbox.push_unless_written(ack, |ack| self.write_directly(ack)),
             false => outbox.push(ack),
         };
@@ -703,6 +698,17 @@ impl Channel {
         })
     }
 
+    /// Whether this call may write to the socket itself rather than through the driver (see
+    /// `shared/direct_writes.rs`): the connection shares its socket, the caller runs outside
+    /// the runtime's tasks, and nothing it queued for the driver is still waiting. Whether the
+    /// driver is idle is decided under the lane's lock.
+    fn may_write_directly(&self) -> bool {
+        let connection = self.connection_inner();
+        connection.state.direct.is_attached()
+            && direct_writes::outside_tasks()
+            && connection.queue_is_empty()
+    }
+
     /// Writes `ack` from this thread, with the driver idle and nothing queued for it (see
     /// `shared/direct_writes.rs`): with the next ones while the thread has more deliveries in
     /// hand (at the latest when its stream runs dry or the driver sweeps), at once otherwise.
@@ -712,25 +718,27 @@ impl Channel {
         let connection = &self.connection_inner().state;
         let channel = self.shared();
         let last = !direct_writes::more_in_hand();
-        connection.direct.acknowledge(&connection.counters, last, |held| {
-            // Checked under the lock that keeps the driver from running: it cannot close the
-            // channel or lose the connection in between.
-            if !channel.is_open() {
-                return false;
-            }
-            let Some(wire_tag) = channel.wire_tag(ack.delivery_tag()) else {
-                warn!(
+        connection
+            .direct
+            .acknowledge(&connection.counters, last, |held| {
+                // Checked under the lock that keeps the driver from running: it cannot close the
+                // channel or lose the connection in between.
+                if !channel.is_open() {
+                    return false;
+                }
+                let tag_offset = channel.tag_offset.load(Ordering::Acquire);
+                let Some(wire_tag) = ack.wire_tag(channel.id, tag_offset) else {
+                    return false;
+                };
+                trace!(
                     channel = channel.id,
-                    delivery_tag = ack.delivery_tag(),
-                    "not sending an acknowledgement of a delivery from before the connection was recovered"
+                    ?ack,
+                    "sending from the caller's thread"
                 );
-                return false;
-            };
-            trace!(channel = channel.id, ?ack, "sending from the caller's thread");
-            ack.encode_frame(held, channel.id, wire_tag);
-            ack.count(&connection.counters);
-            true
-        })
+                ack.encode_frame(held, channel.id, wire_tag);
+                ack.count(&connection.counters);
+                true
+            })
     }
 
     /// Refuses to acknowledge a delivery from before a recovery, or one that `basic.recover`

@@ -80,13 +80,13 @@ impl ConnectionInner {
         Ok(())
     }
 
-    /// Queues a command without waiting (from `Drop`, and for `close`, which must reach the
-    /// driver while it recovers and takes no ordinary commands).
     /// Whether nothing waits in the driver's queue (nor has room reserved in it).
     pub(crate) fn queue_is_empty(&self) -> bool {
         self.commands.capacity() == self.commands.max_capacity()
     }
 
+    /// Queues a command without waiting (from `Drop`, and for `close`, which must reach the
+    /// driver while it recovers and takes no ordinary commands).
     pub(crate) fn control(&self, command: Command) -> std::result::Result<(), ()> {
         self.control.send(command).map_err(drop)
     }

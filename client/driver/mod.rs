@@ -800,12 +800,7 @@ impl Driver {
         };
         let counters = &self.shared.counters;
         for ack in acks {
-            let Some(wire_tag) = state.wire_tag(ack.delivery_tag()) else {
-                warn!(
-                    channel = channel.id,
-                    delivery_tag = ack.delivery_tag(),
-                    "not sending an acknowledgement of a delivery from before the connection was recovered"
-                );
+            let Some(wire_tag) = ack.wire_tag(channel.id, state.tag_offset) else {
                 continue;
             };
             trace!(channel = channel.id, ?ack, "sending");

@@ -21,6 +21,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
+use tracing::warn;
 
 use super::stats::Counters;
 use crate::frame::{FRAME_END, FRAME_METHOD};
@@ -104,6 +105,21 @@ impl Acknowledgement {
             },
             _ => return None,
         })
+    }
+
+    /// The broker's delivery tag for it on `channel`, whose tags are offset by `tag_offset`
+    /// since the last recovery; `None`, said in a warning, for a delivery from before it
+    /// (such an acknowledgement is not sent).
+    pub(crate) fn wire_tag(self, channel: u16, tag_offset: u64) -> Option<u64> {
+        let wire_tag = super::channel::wire_tag(self.delivery_tag(), tag_offset);
+        if wire_tag.is_none() {
+            warn!(
+                channel,
+                delivery_tag = self.delivery_tag(),
+                "not sending an acknowledgement of a delivery from before the connection was recovered"
+            );
+        }
+        wire_tag
     }
 
     /// Counts it as sent in the connection's `counters`.

@@ -126,12 +126,6 @@ impl ChannelShared {
         delivery_tag != 0 && delivery_tag <= self.tag_offset.load(Ordering::Acquire)
     }
 
-    /// The broker's delivery tag for `delivery_tag`, or `None` if it came on a connection
-    /// since lost (see [`Self::is_stale`]).
-    pub(crate) fn wire_tag(&self, delivery_tag: u64) -> Option<u64> {
-        wire_tag(delivery_tag, self.tag_offset.load(Ordering::Acquire))
-    }
-
     pub(crate) fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }

@@ -350,6 +350,12 @@ impl ConnectionShared {
         self.counters.blocked_millis.get() + current
     }
 
+    /// Writes what this connection's application threads hold for the socket
+    /// (`shared/direct_writes.rs`): the caller is about to wait.
+    pub(crate) fn flush_direct_writes(&self) {
+        self.direct.flush(&self.counters);
+    }
+
     /// Publishes in confirm mode the broker has not settled yet, on all channels.
     #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
     pub(crate) fn awaiting_confirms(&self) -> u64 {

@@ -80,6 +80,9 @@ pub(crate) struct DirectWrites {
     state: Mutex<State>,
     /// Whether `held` has bytes: lets the callers' flushes skip the lock when nothing is held.
     has_held: AtomicBool,
+    /// Whether a socket is attached: lets callers on a connection that never shares its
+    /// socket (TLS, a current-thread runtime) skip the lock on every acknowledgement.
+    attached: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +134,7 @@ impl DirectWrites {
         state.generation += 1;
         state.socket = Some(socket);
         state.driver_idle = false;
+        self.attached.store(true, Ordering::Release);
         state.generation
     }
 
@@ -152,6 +156,7 @@ impl DirectWrites {
             );
         }
         state.socket = None;
+        self.attached.store(false, Ordering::Release);
         state.driver_idle = false;
         state.clear_held();
         state.publishes.clear();
@@ -231,6 +236,12 @@ impl DirectWrites {
     }
 
     // ===== the writing thread's side =====
+
+    /// Whether a socket is shared at all (a hint, without the lock: whether a caller may
+    /// write is decided under it).
+    pub(crate) fn is_attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
+    }
 
     /// Writes or holds an acknowledgement whose frame `encode` appends, if the driver is idle:
     /// returns `false`, with nothing encoded, if it is not (the caller then goes through the
@@ -461,7 +472,9 @@ mod tests {
         // The connection is gone: what was held for it is dropped, and callers go through
         // the driver until a new socket is attached and the driver is idle again.
         writes.detach(generation + 1);
+        assert!(writes.is_attached(), "another socket's end detaches nothing");
         writes.detach(generation);
+        assert!(!writes.is_attached());
         assert!(!writes.acknowledge(&counters, true, frame(4)));
         writes.begin_turn(&mut out, &mut publishes);
         assert!(out.is_empty());
