@@ -48,12 +48,17 @@ async fn connect(options: ConnectionOptions) -> Connection {
 /// A workload on `node`: 20 000 persistent messages at 2000 a second, through a transient
 /// exchange to a durable queue, with a transient queue on the consumer's side.
 fn workload(node: &ExtraNode, what: &str) -> Workload {
+    workload_at(node, what, 2_000.0)
+}
+
+/// [`workload`] publishing at most `rate` messages a second.
+fn workload_at(node: &ExtraNode, what: &str, rate: f64) -> Workload {
     Workload::new(
         recovering(node, &unique(&format!("{what}-publisher"))),
         recovering(node, &unique(&format!("{what}-consumer"))),
         &unique(&format!("{what}-durable")),
         20_000,
-        2_000.0,
+        rate,
     )
     .through_exchange(&unique(&format!("{what}-transient-x")))
     .with_transient_queue(&unique(&format!("{what}-transient-q")))
@@ -90,6 +95,50 @@ async fn forced_closes_every_2_s_lose_nothing_confirmed() {
         assert!(
             outcome.recoveries.len() >= 2,
             "the consumer recovered each time"
+        );
+    })
+    .await;
+}
+
+/// The same forced closes with the publishing and consuming loops outside the runtime's
+/// tasks (each on a thread of its own in `block_on`, as in `#[tokio::main]`), where they write
+/// their publishes and acknowledgements to the socket themselves: what a thread held for a
+/// connection that is gone is dropped with it, never written to the new one, and no
+/// confirmed message is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_closes_lose_nothing_confirmed_when_the_loops_write_their_own_frames() {
+    let Some(node) = ExtraNode::start("warren-recovery-direct", 5698).await else {
+        return;
+    };
+    common::run_for(Duration::from_secs(300), async {
+        // As fast as it goes, so that the closes find frames in flight and held.
+        let workload = workload_at(&node, "direct", 1e9).outside_tasks();
+        let names = workload.connection_names();
+        let node = &node;
+        let outcome = workload
+            .run(|progress| async move {
+                let mut closes = 0;
+                for _ in 0..4 {
+                    // Each close after both connections work again, mid-stream.
+                    let (confirmed, consumed) = (progress.confirmed(), progress.consumed());
+                    progress.wait_confirmed(confirmed + 2_000).await;
+                    progress.wait_consumed(consumed + 1_000).await;
+                    let names = [names[0].as_str(), names[1].as_str()];
+                    closes += node.close_named(&names, "forced by the test").await;
+                }
+                assert!(closes >= 6, "{closes} forced closes");
+            })
+            .await;
+        eprintln!("forced closes, loops outside tasks: {}", outcome.summary());
+        outcome.report.assert_clean();
+        assert!(outcome.report.confirmed >= 19_000, "{}", outcome.report);
+        assert!(
+            outcome.recoveries.len() >= 2,
+            "the consumer recovered each time"
+        );
+        assert!(
+            outcome.direct_writes > 0,
+            "the loops wrote none of their frames themselves"
         );
     })
     .await;

@@ -472,7 +472,10 @@ mod tests {
         // The connection is gone: what was held for it is dropped, and callers go through
         // the driver until a new socket is attached and the driver is idle again.
         writes.detach(generation + 1);
-        assert!(writes.is_attached(), "another socket's end detaches nothing");
+        assert!(
+            writes.is_attached(),
+            "another socket's end detaches nothing"
+        );
         writes.detach(generation);
         assert!(!writes.is_attached());
         assert!(!writes.acknowledge(&counters, true, frame(4)));

@@ -29,6 +29,7 @@ pub struct Workload {
     total: usize,
     rate: f64,
     window: usize,
+    outside_tasks: bool,
 }
 
 /// Progress of a running workload, for the fault to look at.
@@ -93,6 +94,9 @@ pub struct Outcome {
     /// The longest time without a confirm, and without a delivery, while the run lasted.
     pub max_publish_pause: Duration,
     pub max_consume_pause: Duration,
+    /// Acknowledgements and publishes the loops' threads wrote to the socket themselves
+    /// (`ConnectionStats::direct_writes` of both connections).
+    pub direct_writes: u64,
 }
 
 impl Outcome {
@@ -163,7 +167,17 @@ impl Workload {
             total,
             rate,
             window: 100,
+            outside_tasks: false,
         }
+    }
+
+    /// Runs the publishing and the consuming loop each on a thread of its own in `block_on`
+    /// (as in `#[tokio::main]`), outside the runtime's tasks, where they write their
+    /// publishes and acknowledgements to the socket themselves while the driver is idle;
+    /// by default they run in tasks.
+    pub fn outside_tasks(mut self) -> Self {
+        self.outside_tasks = true;
+        self
     }
 
     /// The queue.
@@ -279,7 +293,7 @@ impl Workload {
         let consuming_task = {
             let progress = progress.clone();
             let stop = stop.clone();
-            tokio::spawn(async move {
+            self.start(async move {
                 let mut stale = 0;
                 while !stop.load(Ordering::Acquire) {
                     let next =
@@ -307,7 +321,7 @@ impl Workload {
         let publishing_task = {
             let progress = progress.clone();
             let (total, rate, window_size) = (self.total, self.rate, self.window);
-            tokio::spawn(async move {
+            self.start(async move {
                 let started = Instant::now();
                 let mut window = VecDeque::new();
                 let settle = |id: u64, outcome: Result<Confirmation, Error>| {
@@ -398,6 +412,7 @@ impl Workload {
             let _ = observer.exchange_delete(exchange, Default::default()).await;
         }
         let _ = observer.queue_delete(&self.queue, Default::default()).await;
+        let direct_writes = publisher.stats().direct_writes + consumer.stats().direct_writes;
         for connection in [&publisher, &consumer] {
             let _ = crate::common::within("connection.close", connection.close()).await;
         }
@@ -422,6 +437,27 @@ impl Workload {
             stale_acks,
             max_publish_pause: longest_gap(&confirms),
             max_consume_pause: longest_gap(&consumes),
+            direct_writes,
         }
+    }
+
+    /// Runs one of the loops: in a task, or on a thread of its own in `block_on` (see
+    /// [`Workload::outside_tasks`]). Resolves to its output, or to an error if it panicked.
+    fn start<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = Result<T, String>> + 'static {
+        let (done, result) = tokio::sync::oneshot::channel();
+        if self.outside_tasks {
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::spawn(move || {
+                let _ = done.send(runtime.block_on(work));
+            });
+        } else {
+            tokio::spawn(async move {
+                let _ = done.send(work.await);
+            });
+        }
+        async move { result.await.map_err(|_| "the loop panicked".to_owned()) }
     }
 }
