@@ -291,6 +291,12 @@ async fn ack_removes_messages_and_unacked_ones_are_requeued_on_close() {
 }
 
 /// `settled` is a refusal to settle a delivery, for a reason that mentions `because`.
+/// The channel survived what came before: a round trip on it works, and `queue` is empty.
+async fn assert_channel_lives(channel: &warren::Channel, queue: &str) {
+    assert_eq!(queue_counts(channel, queue).await.message_count, 0);
+    assert!(channel.is_open());
+}
+
 fn assert_refused(settled: Result<(), Error>, because: &str) {
     match settled {
         Err(Error::InvalidState(text)) => assert!(text.contains(because), "{text}"),
@@ -320,8 +326,7 @@ async fn a_delivery_acknowledged_twice_refuses_the_second_and_a_raw_one_closes_t
         assert_refused(second, "already");
         let nack = within("a nack after the ack", message.nack(Default::default())).await;
         assert_refused(nack, "already");
-        // A round trip: the channel is still open.
-        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
+        assert_channel_lives(&channel, &queue).await;
 
         // Through the channel, which does not know, the broker gets it and closes the channel.
         within(
@@ -372,8 +377,7 @@ async fn acknowledging_a_no_ack_delivery_is_refused_and_the_channel_lives() {
         ] {
             assert_refused(settled, "no_ack");
         }
-        // A round trip: the channel is still open.
-        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
+        assert_channel_lives(&channel, &queue).await;
         within("connection.close", connection.close())
             .await
             .unwrap();
@@ -411,8 +415,7 @@ async fn deliveries_a_multiple_ack_covered_refuse_their_own() {
         ] {
             assert_refused(settled, "multiple");
         }
-        // A round trip: the channel is still open.
-        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
+        assert_channel_lives(&channel, &queue).await;
         within("connection.close", connection.close())
             .await
             .unwrap();
@@ -709,9 +712,7 @@ async fn recover_redelivers_unacked_messages() {
         assert_refused(old, "basic.recover requeued");
         let raw = channel.basic_ack(first.delivery_tag(), BasicAckOptions::default());
         assert_refused(within("raw ack", raw).await, "basic.recover requeued");
-        // A round trip: the channel is still open.
-        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
-        assert!(channel.is_open());
+        assert_channel_lives(&channel, &queue).await;
         within("connection.close", connection.close())
             .await
             .unwrap();
@@ -756,8 +757,7 @@ async fn recover_async_redelivers_unacked_messages() {
             .unwrap();
         let old = within("ack of the requeued message", first.ack(Default::default())).await;
         assert_refused(old, "basic.recover requeued");
-        assert_eq!(queue_counts(&channel, &queue).await.message_count, 0);
-        assert!(channel.is_open());
+        assert_channel_lives(&channel, &queue).await;
         within("connection.close", connection.close())
             .await
             .unwrap();
