@@ -274,3 +274,182 @@ fn acknowledgements_from_threads_outside_the_runtime_interleave_with_the_drivers
         connection.close().await.expect("closing");
     }));
 }
+
+/// Stands in for an application's thread outside the runtime's tasks that the driver wakes:
+/// when woken, another such thread publishes once on a confirm-mode channel, and the wake
+/// returns when it has. The driver woke it at the end of its turn only if that publish was
+/// written by the publishing thread itself (`ConnectionStats::direct_writes` moved): in the
+/// middle of a turn, the driver is busy and the publish goes through its queue.
+struct PublishWhenWoken {
+    connection: warren::Connection,
+    channel: warren::Channel,
+    queue: String,
+    handle: tokio::runtime::Handle,
+    outcome: std::sync::Mutex<Option<(bool, warren::PublishConfirm)>>,
+}
+
+impl PublishWhenWoken {
+    fn waker(self: &std::sync::Arc<Self>) -> std::task::Waker {
+        std::task::Waker::from(self.clone())
+    }
+
+    /// Whether the thread woken wrote its publish itself, and that publish's confirmation;
+    /// `None` if no wake came yet.
+    fn outcome(&self) -> Option<(bool, warren::PublishConfirm)> {
+        self.outcome.lock().expect("not poisoned").take()
+    }
+}
+
+impl std::task::Wake for PublishWhenWoken {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        let probe = self.clone();
+        // A thread of its own (the driver's worker is the one waking): in `block_on`,
+        // outside the runtime's tasks, as an application's loop in `#[tokio::main]`.
+        let outcome = std::thread::spawn(move || {
+            probe.handle.block_on(async {
+                let before = probe.connection.stats().direct_writes;
+                let confirm = probe
+                    .channel
+                    .basic_publish(
+                        "",
+                        &probe.queue,
+                        BasicPublishOptions::default(),
+                        &b"published when woken"[..],
+                        Default::default(),
+                    )
+                    .await
+                    .expect("publishing");
+                (probe.connection.stats().direct_writes > before, confirm)
+            })
+        })
+        .join()
+        .expect("the publishing thread");
+        let mut slot = self.outcome.lock().expect("not poisoned");
+        if slot.is_none() {
+            *slot = Some(outcome);
+        }
+    }
+}
+
+/// Polls `future` once with `waker`: whether it is still pending.
+fn pending_with<F: std::future::Future + Unpin>(future: &mut F, waker: &std::task::Waker) -> bool {
+    let mut cx = std::task::Context::from_waker(waker);
+    std::pin::Pin::new(future).poll(&mut cx).is_pending()
+}
+
+/// The driver tells a waiting publisher or consumer (wakes it) when its turn is over, after
+/// it has said it is idle: a thread outside the runtime woken by a confirmation or a delivery
+/// then writes its next publish itself. Woken in the middle of the turn (as before), it found
+/// the driver busy and queued the publish, waking the driver once more for each batch.
+#[test]
+fn a_thread_woken_by_a_confirmation_or_a_delivery_finds_the_driver_idle() {
+    let mut cleanup = Cleanup::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (connection, channel, queue) = runtime.block_on(run(async {
+        let connection = connect_with(options_without_recovery()).await;
+        let channel = confirm_channel(&connection).await;
+        let queue = cleanup.queue(unique("caller-writes-woken"));
+        declare_queue(&channel, &queue).await;
+        (connection, channel, queue)
+    }));
+    let probe = || {
+        std::sync::Arc::new(PublishWhenWoken {
+            connection: connection.clone(),
+            channel: channel.clone(),
+            queue: queue.clone(),
+            handle: runtime.handle().clone(),
+            outcome: std::sync::Mutex::new(None),
+        })
+    };
+    let woken = |probe: &PublishWhenWoken| {
+        for _ in 0..500 {
+            if let Some(outcome) = probe.outcome() {
+                return outcome;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the waiting future was not woken within 5 s");
+    };
+
+    // A confirmation: polled once before the broker's ack can have come (if it came, again).
+    let mut attempts = 0;
+    let (direct, confirm) = loop {
+        attempts += 1;
+        assert!(
+            attempts <= 20,
+            "every confirmation came before the first poll"
+        );
+        let probe = probe();
+        let mut confirm = runtime
+            .block_on(run(channel.basic_publish(
+                "",
+                &queue,
+                BasicPublishOptions::default(),
+                &b"confirmed"[..],
+                Default::default(),
+            )))
+            .expect("publishing");
+        if pending_with(&mut confirm, &probe.waker()) {
+            let outcome = woken(&probe);
+            runtime.block_on(run(async {
+                assert_eq!(confirm.await.expect("confirmation"), Confirmation::Ack);
+            }));
+            break outcome;
+        }
+    };
+    assert!(
+        direct,
+        "the publisher woken by its confirmation found the driver busy"
+    );
+    runtime.block_on(run(async {
+        assert_eq!(confirm.await.expect("confirmation"), Confirmation::Ack);
+    }));
+
+    // A delivery: the consumer waits on an empty queue, then a message comes.
+    let consumed = runtime.block_on(run(async {
+        let channel = open(&connection).await;
+        let queue = cleanup.queue(unique("caller-writes-woken-consumer"));
+        declare_queue(&channel, &queue).await;
+        let consumer = within(
+            "basic.consume",
+            channel.basic_consume(&queue, BasicConsumeOptions::default()),
+        )
+        .await
+        .expect("consuming");
+        (queue, consumer)
+    }));
+    let (consumed_queue, mut consumer) = consumed;
+    let probe = probe();
+    let mut next = Box::pin(futures_util::StreamExt::next(&mut consumer));
+    assert!(
+        pending_with(&mut next, &probe.waker()),
+        "the queue is empty"
+    );
+    runtime.block_on(run(async {
+        let publisher = open(&connection).await;
+        publish(&publisher, "", &consumed_queue, b"delivered").await;
+    }));
+    let (direct, confirm) = woken(&probe);
+    assert!(
+        direct,
+        "the consumer woken by its delivery found the driver busy"
+    );
+    runtime.block_on(run(async {
+        assert_eq!(confirm.await.expect("confirmation"), Confirmation::Ack);
+        let delivery = within("the delivery", next)
+            .await
+            .expect("a delivery")
+            .expect("not an error");
+        assert_eq!(&delivery.body[..], b"delivered");
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        connection.close().await.expect("closing");
+    }));
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, trace, warn};
 
-use super::channels::{ChannelState, ConsumerSlot, ContentMethod, PendingRpc, Phase, Waiter};
+use super::channels::{ConsumerSlot, ContentMethod, PendingRpc, Phase, Waiter};
 use super::{Driver, State};
 use crate::error::{Close, Error, Initiator, Result};
 use crate::frame::{Content, ContentHeader, Frame};
@@ -69,14 +69,14 @@ impl Driver {
             Frame::Method { channel: 0, method } => self.connection_method(method),
             Frame::Method { channel, method } => self.channel_method(channel, method),
             Frame::Header { channel, header } => {
-                let state = self.open_state(channel, "content header")?;
+                let state = self.channels.for_frame(channel, "content header")?;
                 match state.content.header(header)? {
                     Some(content) => self.content(channel, content),
                     None => Ok(()),
                 }
             }
             Frame::Body { channel, payload } => {
-                let state = self.open_state(channel, "content body")?;
+                let state = self.channels.for_frame(channel, "content body")?;
                 match state.content.body(payload)? {
                     Some(content) => self.content(channel, content),
                     None => Ok(()),
@@ -86,14 +86,6 @@ impl Driver {
     }
 
     /// The state of a channel the broker may send frames on (open, opening or closing).
-    fn open_state(&mut self, channel: u16, frame: &'static str) -> Result<&mut ChannelState> {
-        // `ok_or_else`: an `Error` made eagerly is also dropped eagerly, and its drop glue
-        // (a match over every variant) cost 20 instructions per frame.
-        self.channels
-            .get_mut(channel)
-            .ok_or_else(|| Error::Protocol(DecodeError::WrongChannel { frame, channel }))
-    }
-
     fn connection_method(&mut self, method: Method) -> Result<()> {
         trace!(method = method.name(), "received on channel 0");
         match method {
@@ -156,7 +148,7 @@ impl Driver {
     }
 
     fn channel_method(&mut self, channel: u16, method: Method) -> Result<()> {
-        let state = self.open_state(channel, "method")?;
+        let state = self.channels.for_frame(channel, "method")?;
         if !state.content.is_idle() {
             return Err(Error::Protocol(DecodeError::UnexpectedFrame {
                 got: "method",
@@ -189,14 +181,16 @@ impl Driver {
             Method::BasicReturn(m) => state.content.start(ContentMethod::Return(m))?,
             Method::BasicAck(m) => match &mut state.ledger {
                 Some(ledger) => {
-                    let settled = ledger.settle(m.delivery_tag, m.multiple, true);
+                    let settled =
+                        ledger.settle(m.delivery_tag, m.multiple, true, &mut self.settled);
                     self.shared.counters.confirmed.add(settled);
                 }
                 None => warn!(channel, "basic.ack on a channel not in confirm mode"),
             },
             Method::BasicNack(m) => match &mut state.ledger {
                 Some(ledger) => {
-                    let settled = ledger.settle(m.delivery_tag, m.multiple, false);
+                    let settled =
+                        ledger.settle(m.delivery_tag, m.multiple, false, &mut self.settled);
                     self.shared.counters.nacked.add(settled);
                 }
                 None => warn!(channel, "basic.nack on a channel not in confirm mode"),

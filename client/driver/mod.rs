@@ -51,7 +51,7 @@ use crate::protocol::{ChannelClose, ChannelOpen, ConnectionClose, Method, ReplyC
 use crate::shared::acks::Acknowledgement;
 use crate::shared::command::{ChannelKey, Command, OnReply, Publish, Rpc};
 use crate::shared::connection::{ConnectionEvent, ConnectionShared, ConnectionStatus, Tuning};
-use crate::shared::ledger::{ConfirmLedger, Confirmation, Mandatory, Unconfirmed};
+use crate::shared::ledger::{ConfirmLedger, Confirmation, Mandatory, SettledConfirms, Unconfirmed};
 use crate::shared::stats::Counter;
 use crate::wire::{AmqpMethod, ShortString};
 
@@ -150,6 +150,9 @@ pub(crate) struct Driver {
     /// consumer take a whole batch per wake-up instead of racing the driver one delivery at
     /// a time (a thread wake-up each, when the consumer runs on another thread).
     consumer_wakes: Vec<Waker>,
+    /// Confirmations settled during the current turn, handed to their publishers when it ends
+    /// (see [`SettledConfirms`]).
+    settled: SettledConfirms,
     /// Publishes that threads wrote to the socket themselves, taken from `shared.direct` at
     /// the start of a poll to be entered in the ledgers (kept for its storage).
     direct_publishes: Vec<Publish>,
@@ -269,6 +272,7 @@ impl Driver {
             stall: None,
             read_closed: false,
             consumer_wakes: Vec::new(),
+            settled: SettledConfirms::default(),
             direct_publishes: Vec::new(),
             sweep: Sweep::default(),
             span,
@@ -310,10 +314,11 @@ impl Driver {
                     true
                 }
             };
+            if !again && self.is_idle() {
+                self.shared.direct.end_turn(cx.waker());
+            }
+            self.hand_out();
             if !again {
-                if self.is_idle() {
-                    self.shared.direct.end_turn(cx.waker());
-                }
                 return Poll::Pending;
             }
         }
@@ -398,15 +403,25 @@ impl Driver {
 
     // ===== reading =====
 
-    /// Reads and dispatches frames, unless the consumer budget has stalled reading, then
-    /// wakes the consumers that were handed deliveries.
+    /// Reads and dispatches frames, unless the consumer budget has stalled reading. The
+    /// consumers handed deliveries and the publishes confirmed are told when the turn ends
+    /// ([`Driver::hand_out`]).
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool> {
         let mut frames = 0;
         let result = self.read_batch(cx, &mut frames);
         // Counted once per batch rather than per frame.
         self.shared.counters.frames_received.add(frames);
-        self.wake_consumers();
         result
+    }
+
+    /// Ends a turn: hands the confirmations it settled to their publishers and wakes the
+    /// consumers it handed deliveries. Last, after the driver has said whether it is idle, so
+    /// that a thread outside the runtime's tasks woken here writes its next acknowledgement or
+    /// publish to the socket itself (`shared/direct_writes.rs`) instead of queueing it behind a
+    /// turn that is over (and waking the driver for it).
+    fn hand_out(&mut self) {
+        self.settled.send();
+        self.wake_consumers();
     }
 
     fn wake_consumers(&mut self) {
@@ -714,7 +729,7 @@ impl Driver {
                     return;
                 };
                 match &mut state.ledger {
-                    Some(ledger) => ledger.wait(reply),
+                    Some(ledger) => ledger.wait(reply, &mut self.settled),
                     None => {
                         let _ = reply.send(Err(Error::InvalidState(
                             "wait_for_confirms needs a channel in confirm mode; call confirm_select first",

@@ -94,6 +94,34 @@ pub(crate) struct Unconfirmed {
     pub _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// Confirmations settled during a turn of the driver, handed to their publishers when the
+/// turn ends ([`SettledConfirms::send`]).
+///
+/// Why not at once: a publisher on a thread outside the runtime's tasks (a loop in
+/// `#[tokio::main]`) woken in the middle of a turn runs while the driver is still busy, so
+/// its next publish goes through the driver's queue (and wakes it) instead of to the socket
+/// (`shared/direct_writes.rs`). Woken after the turn, it finds the driver idle. The delay is
+/// the rest of one turn.
+#[derive(Debug, Default)]
+pub(crate) struct SettledConfirms {
+    confirms: Vec<(oneshot::Sender<Result<Confirmation>>, Confirmation)>,
+    summaries: Vec<(oneshot::Sender<Result<ConfirmSummary>>, ConfirmSummary)>,
+}
+
+impl SettledConfirms {
+    /// Hands every settled confirmation to its publisher, then answers the
+    /// `wait_for_confirms` callers the same settling completed, so that a caller told that
+    /// everything is confirmed finds each publish's confirmation there.
+    pub(crate) fn send(&mut self) {
+        for (reply, confirmation) in self.confirms.drain(..) {
+            let _ = reply.send(Ok(confirmation));
+        }
+        for (reply, summary) in self.summaries.drain(..) {
+            let _ = reply.send(Ok(summary));
+        }
+    }
+}
+
 /// A caller of `wait_for_confirms`, waiting until every tag up to `up_to` is settled.
 #[derive(Debug)]
 struct Waiter {
@@ -170,10 +198,17 @@ impl ConfirmLedger {
         self.returns.push(message);
     }
 
-    /// Settles `tag` (and every earlier tag if `multiple`) with an ack or a nack.
+    /// Settles `tag` (and every earlier tag if `multiple`) with an ack or a nack, the
+    /// outcomes going to `settled` for the end of the driver's turn.
     /// A multiple ack with tag 0 settles everything outstanding. Returns how many publishes
     /// it settled.
-    pub(crate) fn settle(&mut self, tag: u64, multiple: bool, ack: bool) -> u64 {
+    pub(crate) fn settle(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        ack: bool,
+        settled_out: &mut SettledConfirms,
+    ) -> u64 {
         let mut settled = 0;
         let newest = self.next_tag().saturating_sub(1);
         let last = if multiple && tag == 0 {
@@ -204,7 +239,7 @@ impl ConfirmLedger {
                 }
             };
             if let Some(reply) = entry.reply {
-                let _ = reply.send(Ok(outcome));
+                settled_out.confirms.push((reply, outcome));
             }
         }
         while let Some(None) = self.pending.front() {
@@ -212,7 +247,7 @@ impl ConfirmLedger {
             self.first_tag += 1;
         }
         self.awaiting.sub(settled);
-        self.wake_waiters();
+        self.answer_waiters(settled_out);
         settled
     }
 
@@ -262,14 +297,19 @@ impl ConfirmLedger {
         self.returns = waiting;
     }
 
-    /// Registers a caller waiting for every publish so far.
-    pub(crate) fn wait(&mut self, reply: oneshot::Sender<Result<ConfirmSummary>>) {
+    /// Registers a caller waiting for every publish so far; answered through `settled` (at
+    /// once if nothing is pending).
+    pub(crate) fn wait(
+        &mut self,
+        reply: oneshot::Sender<Result<ConfirmSummary>>,
+        settled: &mut SettledConfirms,
+    ) {
         let up_to = self.next_tag() - 1;
         self.waiters.push(Waiter { up_to, reply });
-        self.wake_waiters();
+        self.answer_waiters(settled);
     }
 
-    fn wake_waiters(&mut self) {
+    fn answer_waiters(&mut self, settled: &mut SettledConfirms) {
         if self.waiters.is_empty() {
             return;
         }
@@ -279,7 +319,8 @@ impl ConfirmLedger {
         while i < self.waiters.len() {
             if self.waiters[i].up_to < settled_below {
                 let waiter = self.waiters.swap_remove(i);
-                let _ = waiter.reply.send(Ok(std::mem::take(&mut self.summary)));
+                let summary = std::mem::take(&mut self.summary);
+                settled.summaries.push((waiter.reply, summary));
             } else {
                 i += 1;
             }
@@ -335,6 +376,14 @@ mod tests {
         }
     }
 
+    /// Settles as the driver does, and ends the turn.
+    fn settle(ledger: &mut ConfirmLedger, tag: u64, multiple: bool, ack: bool) -> u64 {
+        let mut settled = SettledConfirms::default();
+        let count = ledger.settle(tag, multiple, ack, &mut settled);
+        settled.send();
+        count
+    }
+
     fn outcome(mut rx: oneshot::Receiver<Result<Confirmation>>) -> Option<Result<Confirmation>> {
         rx.try_recv().ok()
     }
@@ -350,8 +399,8 @@ mod tests {
         let mut ledger = ConfirmLedger::new();
         let rx: Vec<_> = (0..5).map(|_| publish(&mut ledger, "k")).collect();
         let mut rx = rx.into_iter();
-        ledger.settle(2, false, false);
-        ledger.settle(3, true, true);
+        settle(&mut ledger, 2, false, false);
+        settle(&mut ledger, 3, true, true);
         assert_eq!(ledger.unsettled(), 2);
         let results: Vec<_> = rx.by_ref().take(3).map(confirmed).collect();
         assert_eq!(
@@ -378,7 +427,7 @@ mod tests {
         let first = publish(&mut ledger, "routed");
         let second = publish(&mut ledger, "unroutable");
         ledger.returned(returned("unroutable"));
-        ledger.settle(2, true, true);
+        settle(&mut ledger, 2, true, true);
         assert_eq!(confirmed(first), Confirmation::Ack);
         match confirmed(second) {
             Confirmation::Returned(message) => assert_eq!(message.routing_key, "unroutable"),
@@ -393,9 +442,9 @@ mod tests {
         let unroutable = publish(&mut ledger, "unroutable");
         // The return of tag 2, then the queue's ack of tag 1, then the ack of tag 2.
         ledger.returned(returned("unroutable"));
-        ledger.settle(1, true, true);
+        settle(&mut ledger, 1, true, true);
         assert_eq!(confirmed(routed), Confirmation::Ack);
-        ledger.settle(2, false, true);
+        settle(&mut ledger, 2, false, true);
         assert!(matches!(confirmed(unroutable), Confirmation::Returned(_)));
     }
 
@@ -405,11 +454,11 @@ mod tests {
         let _a = publish(&mut ledger, "k");
         let _b = publish(&mut ledger, "k");
         let (tx, mut rx) = oneshot::channel();
-        ledger.wait(tx);
+        ledger.wait(tx, &mut SettledConfirms::default());
         let _c = publish(&mut ledger, "k");
-        ledger.settle(1, false, false);
+        settle(&mut ledger, 1, false, false);
         assert!(rx.try_recv().is_err(), "tag 2 is still pending");
-        ledger.settle(2, false, true);
+        settle(&mut ledger, 2, false, true);
         assert_eq!(
             rx.try_recv().unwrap().unwrap(),
             ConfirmSummary {
@@ -423,7 +472,30 @@ mod tests {
     fn waiting_with_nothing_pending_completes_at_once() {
         let mut ledger = ConfirmLedger::new();
         let (tx, mut rx) = oneshot::channel();
-        ledger.wait(tx);
+        let mut settled = SettledConfirms::default();
+        ledger.wait(tx, &mut settled);
+        settled.send();
         assert!(rx.try_recv().unwrap().unwrap().all_acked());
+    }
+
+    #[test]
+    fn settled_confirmations_reach_their_publishers_when_the_turn_ends() {
+        let mut ledger = ConfirmLedger::new();
+        let mut first = publish(&mut ledger, "k");
+        let second = publish(&mut ledger, "k");
+        let (tx, mut waiter) = oneshot::channel();
+        let mut settled = SettledConfirms::default();
+        ledger.wait(tx, &mut settled);
+        assert_eq!(ledger.settle(2, true, true, &mut settled), 2);
+        assert_eq!(ledger.unsettled(), 0);
+        assert!(
+            first.try_recv().is_err(),
+            "nothing is handed out during the turn"
+        );
+        assert!(waiter.try_recv().is_err(), "nor is the waiter answered");
+        settled.send();
+        assert_eq!(confirmed(first), Confirmation::Ack);
+        assert_eq!(confirmed(second), Confirmation::Ack);
+        assert!(waiter.try_recv().unwrap().unwrap().all_acked());
     }
 }
