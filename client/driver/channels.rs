@@ -321,7 +321,7 @@ impl ChannelTable {
     }
 
     /// The state of channel `id`, on which a frame of kind `frame` arrived: a protocol error
-    /// if no such channel is open.
+    /// if the broker may not send frames on it (it is not open, opening or closing).
     pub(super) fn for_frame(&mut self, id: u16, frame: &'static str) -> Result<&mut ChannelState> {
         // `ok_or_else`: an `Error` made eagerly is also dropped eagerly, and its drop glue
         // (a match over every variant) cost 20 instructions per frame.

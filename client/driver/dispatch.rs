@@ -85,7 +85,6 @@ impl Driver {
         }
     }
 
-    /// The state of a channel the broker may send frames on (open, opening or closing).
     fn connection_method(&mut self, method: Method) -> Result<()> {
         trace!(method = method.name(), "received on channel 0");
         match method {

@@ -297,8 +297,8 @@ impl ConfirmLedger {
         self.returns = waiting;
     }
 
-    /// Registers a caller waiting for every publish so far; answered through `settled` (at
-    /// once if nothing is pending).
+    /// Registers a caller waiting for every publish so far, answered through `settled` once
+    /// they are all settled (in this turn if nothing is pending).
     pub(crate) fn wait(
         &mut self,
         reply: oneshot::Sender<Result<ConfirmSummary>>,
