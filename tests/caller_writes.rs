@@ -14,6 +14,16 @@ use warren::{
     QueueDeclareOptions,
 };
 
+/// A multi-thread runtime with `workers` workers, on which the direct path is on; the test's
+/// thread, in `block_on`, is outside its tasks.
+fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// A fanout exchange for dead letters and the queue it feeds (named, so that another
 /// connection can read it).
 async fn dead_letters(channel: &warren::Channel, cleanup: &mut Cleanup) -> (String, String) {
@@ -51,11 +61,7 @@ async fn work_queue(channel: &warren::Channel, cleanup: &mut Cleanup, dlx: &str)
 #[test]
 fn a_rejection_made_outside_the_runtime_reaches_the_broker_without_the_driver() {
     let mut cleanup = Cleanup::new();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = multi_thread_runtime(1);
     let (release, released) = std::sync::mpsc::channel::<()>();
     let (connection, dead) = runtime.block_on(run(async {
         let connection = connect().await;
@@ -123,11 +129,7 @@ fn acknowledgements_from_threads_outside_the_runtime_interleave_with_the_drivers
     const CONSUMERS: usize = 3;
     const PER_QUEUE: usize = 10_000;
     let mut cleanup = Cleanup::new();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = multi_thread_runtime(2);
     let (connection, queues, dead) = runtime.block_on(run(async {
         let connection = connect_with(options_without_recovery()).await;
         let channel = open(&connection).await;
@@ -348,11 +350,7 @@ fn pending_with<F: std::future::Future + Unpin>(future: &mut F, waker: &std::tas
 #[test]
 fn a_thread_woken_by_a_confirmation_or_a_delivery_finds_the_driver_idle() {
     let mut cleanup = Cleanup::new();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = multi_thread_runtime(2);
     let (connection, channel, queue) = runtime.block_on(run(async {
         let connection = connect_with(options_without_recovery()).await;
         let channel = confirm_channel(&connection).await;

@@ -907,7 +907,7 @@ impl Driver {
                     reply,
                     mandatory,
                     returned: None,
-                    _permit: permit,
+                    permit,
                 });
             }
             None => {

@@ -90,8 +90,9 @@ pub(crate) struct Unconfirmed {
     pub mandatory: Option<Box<Mandatory>>,
     /// A returned message matched to this publish, given with its ack.
     pub returned: Option<Box<ReturnedMessage>>,
-    /// Releases a place in the channel's in-flight limit when dropped.
-    pub _permit: Option<OwnedSemaphorePermit>,
+    /// Releases a place in the channel's in-flight limit when dropped: after the
+    /// confirmation is sent, so that a publish let in by the place finds it settled.
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Confirmations settled during a turn of the driver, handed to their publishers when the
@@ -101,11 +102,21 @@ pub(crate) struct Unconfirmed {
 /// `#[tokio::main]`) woken in the middle of a turn runs while the driver is still busy, so
 /// its next publish goes through the driver's queue (and wakes it) instead of to the socket
 /// (`shared/direct_writes.rs`). Woken after the turn, it finds the driver idle. The delay is
-/// the rest of one turn.
+/// the rest of one turn. A publish's place in the channel's in-flight limit is kept until its
+/// confirmation is sent, so that no publish gets a place while the confirmation that freed
+/// it is still held here.
 #[derive(Debug, Default)]
 pub(crate) struct SettledConfirms {
-    confirms: Vec<(oneshot::Sender<Result<Confirmation>>, Confirmation)>,
+    confirms: Vec<Settled>,
     summaries: Vec<(oneshot::Sender<Result<ConfirmSummary>>, ConfirmSummary)>,
+}
+
+/// One settled publish, until the turn ends.
+#[derive(Debug)]
+struct Settled {
+    reply: Option<oneshot::Sender<Result<Confirmation>>>,
+    outcome: Confirmation,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl SettledConfirms {
@@ -113,8 +124,11 @@ impl SettledConfirms {
     /// `wait_for_confirms` callers the same settling completed, so that a caller told that
     /// everything is confirmed finds each publish's confirmation there.
     pub(crate) fn send(&mut self) {
-        for (reply, confirmation) in self.confirms.drain(..) {
-            let _ = reply.send(Ok(confirmation));
+        for settled in self.confirms.drain(..) {
+            if let Some(reply) = settled.reply {
+                let _ = reply.send(Ok(settled.outcome));
+            }
+            drop(settled.permit);
         }
         for (reply, summary) in self.summaries.drain(..) {
             let _ = reply.send(Ok(summary));
@@ -238,8 +252,12 @@ impl ConfirmLedger {
                     Confirmation::Nack
                 }
             };
-            if let Some(reply) = entry.reply {
-                settled_out.confirms.push((reply, outcome));
+            if entry.reply.is_some() || entry.permit.is_some() {
+                settled_out.confirms.push(Settled {
+                    reply: entry.reply,
+                    outcome,
+                    permit: entry.permit,
+                });
             }
         }
         while let Some(None) = self.pending.front() {
@@ -329,8 +347,12 @@ impl ConfirmLedger {
 
     /// Fails every unconfirmed publish and waiter with `error` (the channel or connection closed).
     pub(crate) fn fail(&mut self, error: &Error) {
-        for reply in self.pending.drain(..).flatten().filter_map(|e| e.reply) {
-            let _ = reply.send(Err(error.clone()));
+        for entry in self.pending.drain(..).flatten() {
+            if let Some(reply) = entry.reply {
+                let _ = reply.send(Err(error.clone()));
+            }
+            // The place is freed after the error is sent.
+            drop(entry.permit);
         }
         self.awaiting.sub(self.unsettled as u64);
         self.unsettled = 0;
@@ -359,7 +381,7 @@ mod tests {
                 body: Bytes::from_static(b"body"),
             })),
             returned: None,
-            _permit: None,
+            permit: None,
         });
         receiver
     }
@@ -497,5 +519,24 @@ mod tests {
         assert_eq!(confirmed(first), Confirmation::Ack);
         assert_eq!(confirmed(second), Confirmation::Ack);
         assert!(waiter.try_recv().unwrap().unwrap().all_acked());
+    }
+
+    #[test]
+    fn a_place_in_the_in_flight_limit_is_freed_after_the_confirmation_is_sent() {
+        let limit = Arc::new(tokio::sync::Semaphore::new(1));
+        let mut ledger = ConfirmLedger::new();
+        let (reply, mut receiver) = oneshot::channel();
+        ledger.push(Unconfirmed {
+            reply: Some(reply),
+            mandatory: None,
+            returned: None,
+            permit: Some(limit.clone().try_acquire_owned().expect("a place")),
+        });
+        let mut settled = SettledConfirms::default();
+        ledger.settle(1, false, true, &mut settled);
+        assert_eq!(limit.available_permits(), 0, "held with the confirmation");
+        settled.send();
+        assert_eq!(limit.available_permits(), 1);
+        assert_eq!(receiver.try_recv().unwrap().unwrap(), Confirmation::Ack);
     }
 }
