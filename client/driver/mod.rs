@@ -145,10 +145,11 @@ pub(crate) struct Driver {
     /// Set when nothing more will be read: the peer broke the protocol (the stream is out of
     /// step) or closed its side while a close was under way.
     read_closed: bool,
-    /// Consumers that were handed deliveries during the current read batch and wait to be
-    /// woken. Waking each once when the batch ends, rather than on every delivery, lets a
-    /// consumer take a whole batch per wake-up instead of racing the driver one delivery at
-    /// a time (a thread wake-up each, when the consumer runs on another thread).
+    /// Consumers that were handed deliveries during the current turn and wait to be woken.
+    /// Waking each once when the turn ends ([`Driver::hand_out`]), rather than on every
+    /// delivery, lets a consumer take a whole batch per wake-up instead of racing the driver
+    /// one delivery at a time (a thread wake-up each, when the consumer runs on another
+    /// thread).
     consumer_wakes: Vec<Waker>,
     /// Confirmations settled during the current turn, handed to their publishers when it ends
     /// (see [`SettledConfirms`]).
