@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{unique, within, within_for};
-use faults::{ExtraNode, Workload};
+use faults::{ExtraNode, Outcome, Workload};
 use futures_util::StreamExt;
 use warren::{
     BasicConsumeOptions, BasicPublishOptions, Connection, ConnectionEvent, ConnectionOptions,
@@ -64,6 +64,23 @@ fn workload_at(node: &ExtraNode, what: &str, rate: f64) -> Workload {
     .with_transient_queue(&unique(&format!("{what}-transient-q")))
 }
 
+/// Has `node` close both of the workload's connections (named `names`); how many it closed.
+async fn close_both(node: &ExtraNode, names: &[String]) -> usize {
+    let names = [names[0].as_str(), names[1].as_str()];
+    node.close_named(&names, "forced by the test").await
+}
+
+/// What a run with forced closes must show: nothing confirmed lost, the whole run confirmed,
+/// and the consumer back after the closes.
+fn assert_survived_forced_closes(outcome: &Outcome) {
+    outcome.report.assert_clean();
+    assert!(outcome.report.confirmed >= 19_000, "{}", outcome.report);
+    assert!(
+        outcome.recoveries.len() >= 2,
+        "the consumer recovered each time"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forced_closes_every_2_s_lose_nothing_confirmed() {
     let Some(node) = ExtraNode::start("warren-recovery-closes", 5693).await else {
@@ -83,19 +100,13 @@ async fn forced_closes_every_2_s_lose_nothing_confirmed() {
                     if progress.published_all.load(Ordering::Acquire) {
                         break;
                     }
-                    let names = [names[0].as_str(), names[1].as_str()];
-                    closes += node.close_named(&names, "forced by the test").await;
+                    closes += close_both(node, &names).await;
                 }
                 assert!(closes >= 6, "{closes} forced closes");
             })
             .await;
         eprintln!("forced closes: {}", outcome.summary());
-        outcome.report.assert_clean();
-        assert!(outcome.report.confirmed >= 19_000, "{}", outcome.report);
-        assert!(
-            outcome.recoveries.len() >= 2,
-            "the consumer recovered each time"
-        );
+        assert_survived_forced_closes(&outcome);
     })
     .await;
 }
@@ -123,19 +134,13 @@ async fn forced_closes_lose_nothing_confirmed_when_the_loops_write_their_own_fra
                     let (confirmed, consumed) = (progress.confirmed(), progress.consumed());
                     progress.wait_confirmed(confirmed + 2_000).await;
                     progress.wait_consumed(consumed + 1_000).await;
-                    let names = [names[0].as_str(), names[1].as_str()];
-                    closes += node.close_named(&names, "forced by the test").await;
+                    closes += close_both(node, &names).await;
                 }
                 assert!(closes >= 6, "{closes} forced closes");
             })
             .await;
         eprintln!("forced closes, loops outside tasks: {}", outcome.summary());
-        outcome.report.assert_clean();
-        assert!(outcome.report.confirmed >= 19_000, "{}", outcome.report);
-        assert!(
-            outcome.recoveries.len() >= 2,
-            "the consumer recovered each time"
-        );
+        assert_survived_forced_closes(&outcome);
         assert!(
             outcome.direct_writes > 0,
             "the loops wrote none of their frames themselves"
